@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(icnr_upscale::cli::main());
+}
