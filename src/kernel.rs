@@ -1,7 +1,39 @@
 //! Kernel weights for the sub-pixel convolution: `weight [3*r*r, 3, k, k]`, `bias [3*r*r]`, PyTorch layout.
 //!
-//! INTERFACE STUB: the public items below are the contract other modules build on.
+//! # Generation ([`Kernel::generate`])
+//! - `icnr`: a sub-kernel `W0 [3, 3, k, k]` is drawn from the initializer with `fan_in = fan_out = 3*k*k`
+//!   (`fan_out = (C_out/r^2)*k*k`), then `W[o] = W0[o / r^2]` (PyTorch `W0.repeat_interleave(r*r, dim=0)`, *not*
+//!   `repeat`); the bias is zero, so it is tied too.
+//! - `default`: PyTorch's `nn.Conv2d` init: weight and bias `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, `fan_in = 3*k*k`.
+//!   The initializer is ignored.
+//! - `plain`: the initializer over the whole `[3r^2, 3, k, k]` kernel (`fan_in = 3*k*k`, `fan_out = 3r^2*k*k`),
+//!   bias zero: the ablation without ICNR tying.
+//!
+//! # Determinism
+//! The RNG is `ChaCha8Rng::seed_from_u64(seed)` (rand_chacha 0.9), sampled with `rand_distr` 0.5 `Normal<f32>` and
+//! rand 0.9 `Uniform<f32>` (half-open `[-b, b)`, like `torch.Tensor.uniform_`). Draw order: the drawn tensor
+//! (`W0` for icnr, the whole weight otherwise) in row-major `[out][in][ky][kx]` order, then (for `default` only) the
+//! bias. Dirac draws nothing. ChaCha8 and the uniform mapping are pure integer/IEEE arithmetic, and distribution
+//! parameters are computed with `sqrt` (correctly rounded), so the weights are the same bits on every platform and
+//! thread count. The one libm call is inside rand_distr's ziggurat normal sampler (`exp` to accept a wedge draw,
+//! `ln` for the rare tail draws, in f64); a last-bit difference there would also have to survive the f64 -> f32
+//! rounding, which it does with probability about 2^-29, so in practice the normal initializers are bit-identical
+//! too. `tests/kernel.rs` pins the first weights of `KernelParams::default()`.
+//!
+//! # Kernel JSON ([`Kernel::to_json`], [`Kernel::from_json`])
+//! `{"scale","kernel_size","in_channels","out_channels","init","initializer","seed","weight","bias"}`, with `weight`
+//! nested `[out][in][k][k]` exactly like PyTorch's `conv.weight.tolist()`. f32 values are printed as the shortest
+//! decimal that reads back to the same f32 (serde_json/ryu). On input only `weight` is required.
+//!
+//! # safetensors ([`Kernel::from_safetensors`])
+//! As written by `safetensors.torch.save_file(conv.state_dict(), path)`: keys `weight`/`bias`, or exactly one
+//! `<prefix>.weight` with an optional `<prefix>.bias`; dtypes F32, F16 and BF16.
 
+use std::path::Path;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal, Uniform};
 use serde::{Deserialize, Serialize};
 
 /// Input channels: the engine always convolves RGB.
@@ -11,6 +43,9 @@ pub const MIN_SCALE: u32 = 2;
 pub const MAX_SCALE: u32 = 8;
 /// Largest (odd) kernel size k.
 pub const MAX_KERNEL_SIZE: u32 = 9;
+/// Largest kernel file (JSON or safetensors) accepted. The biggest valid kernel (r = 8, k = 9) holds
+/// 192*3*81 + 192 = 46848 floats: about 1 MB as JSON with 20 characters per value, 187 KB as f32 safetensors.
+pub const MAX_KERNEL_BYTES: usize = 4 << 20;
 
 /// How the kernel is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -27,6 +62,18 @@ pub enum Init {
     Custom,
 }
 
+impl Init {
+    /// The name used in kernel JSON and on the command line: `icnr`, `default`, `plain`, `custom`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::Icnr => "icnr",
+            Init::Default => "default",
+            Init::Plain => "plain",
+            Init::Custom => "custom",
+        }
+    }
+}
+
 /// The initializer for the (sub-)kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,6 +84,19 @@ pub enum Initializer {
     XavierNormal,
     XavierUniform,
     Dirac,
+}
+
+impl Initializer {
+    /// The name used in kernel JSON and on the command line, e.g. `kaiming_normal`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Initializer::KaimingNormal => "kaiming_normal",
+            Initializer::KaimingUniform => "kaiming_uniform",
+            Initializer::XavierNormal => "xavier_normal",
+            Initializer::XavierUniform => "xavier_uniform",
+            Initializer::Dirac => "dirac",
+        }
+    }
 }
 
 /// Parameters that fully determine a generated kernel.
@@ -52,6 +112,20 @@ pub struct KernelParams {
 impl Default for KernelParams {
     fn default() -> Self {
         KernelParams { scale: 2, kernel_size: 3, init: Init::Icnr, initializer: Initializer::KaimingNormal, seed: 0 }
+    }
+}
+
+impl KernelParams {
+    /// Checks the scale (2 to 8), the kernel size (odd, 1 to 9) and that `init` is not `custom`.
+    pub fn validate(&self) -> Result<(), KernelError> {
+        check_scale(self.scale)?;
+        check_kernel_size(self.kernel_size, None)?;
+        if self.init == Init::Custom {
+            return Err(invalid(
+                "init: custom means uploaded weights (kernel JSON or safetensors); it cannot be generated",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -74,4 +148,607 @@ pub struct Kernel {
 pub enum KernelError {
     #[error("{0}")]
     Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> KernelError {
+    KernelError::Invalid(msg.into())
+}
+
+fn check_scale(scale: u32) -> Result<(), KernelError> {
+    if !(MIN_SCALE..=MAX_SCALE).contains(&scale) {
+        return Err(invalid(format!("scale: must be {MIN_SCALE} to {MAX_SCALE}, got {scale}")));
+    }
+    Ok(())
+}
+
+/// `shape`, when given, is the weight shape the kernel size came from (named in the message).
+fn check_kernel_size(k: u32, shape: Option<&[usize]>) -> Result<(), KernelError> {
+    if k % 2 == 0 || k > MAX_KERNEL_SIZE {
+        let from = shape.map(|s| format!(" (weight {})", fmt_shape(s))).unwrap_or_default();
+        return Err(invalid(format!("kernel_size: must be odd, 1 to {MAX_KERNEL_SIZE}, got {k}{from}")));
+    }
+    Ok(())
+}
+
+/// The scale r with `3*r*r == out_channels`, if r is in range.
+fn scale_for_out_channels(out_channels: usize) -> Option<u32> {
+    (MIN_SCALE..=MAX_SCALE).find(|&r| (IN_CHANNELS as u32 * r * r) as usize == out_channels)
+}
+
+fn out_channels_for(scale: u32) -> usize {
+    IN_CHANNELS * (scale * scale) as usize
+}
+
+fn fmt_shape(shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+fn all_out_channels() -> String {
+    let v: Vec<String> = (MIN_SCALE..=MAX_SCALE).map(|r| out_channels_for(r).to_string()).collect();
+    v.join(", ")
+}
+
+/// What a kernel file says about itself besides the weights (each optional).
+#[derive(Debug, Default, Clone, Copy)]
+struct ShapeHints {
+    scale: Option<u32>,
+    kernel_size: Option<u32>,
+    in_channels: Option<u32>,
+    out_channels: Option<u32>,
+}
+
+/// Validates a weight shape against `[3r^2, 3, k, k]` and the hints; returns `(scale, kernel_size)`.
+fn check_weight_shape(shape: &[usize], hints: ShapeHints) -> Result<(u32, u32), KernelError> {
+    if let Some(c) = hints.in_channels {
+        if c as usize != IN_CHANNELS {
+            return Err(invalid(format!("in_channels: must be {IN_CHANNELS}, got {c}")));
+        }
+    }
+    if let Some(s) = hints.scale {
+        check_scale(s)?;
+    }
+    if let Some(k) = hints.kernel_size {
+        check_kernel_size(k, None)?;
+    }
+    // The expected output channels, and what they come from, for the messages.
+    let mut expected_out: Option<(usize, String)> = None;
+    if let Some(o) = hints.out_channels {
+        if scale_for_out_channels(o as usize).is_none() {
+            return Err(invalid(format!(
+                "out_channels: must be 3*r*r for a scale r from {MIN_SCALE} to {MAX_SCALE} ({}), got {o}",
+                all_out_channels()
+            )));
+        }
+        expected_out = Some((o as usize, format!(" for out_channels {o}")));
+    }
+    if let Some(s) = hints.scale {
+        let o = out_channels_for(s);
+        if let Some((eo, _)) = &expected_out {
+            if *eo != o {
+                return Err(invalid(format!("out_channels: {eo} does not match scale {s} (3*{s}*{s} = {o})")));
+            }
+        }
+        expected_out = Some((o, format!(" for scale {s}")));
+    }
+    let out_txt = expected_out.as_ref().map(|(o, _)| o.to_string()).unwrap_or_else(|| "3*r*r".into());
+    let why = expected_out.as_ref().map(|(_, w)| w.as_str()).unwrap_or("");
+    let k_txt = hints.kernel_size.map(|k| k.to_string()).unwrap_or_else(|| "k".into());
+    let k_why = hints.kernel_size.map(|k| format!(" for kernel_size {k}")).unwrap_or_default();
+    let mismatch = |out: &str, why: &str| {
+        invalid(format!("weight: expected [{out}, {IN_CHANNELS}, {k_txt}, {k_txt}]{why}, got {}", fmt_shape(shape)))
+    };
+    if shape.len() != 4 {
+        return Err(mismatch(&out_txt, why));
+    }
+    let out = shape[0];
+    let scale = match &expected_out {
+        Some((eo, _)) if *eo != out => return Err(mismatch(&out_txt, why)),
+        Some(_) => scale_for_out_channels(out).expect("checked above"),
+        None => scale_for_out_channels(out).ok_or_else(|| {
+            invalid(format!(
+                "out_channels: must be 3*r*r for a scale r from {MIN_SCALE} to {MAX_SCALE} ({}), got {out} \
+                 (weight {})",
+                all_out_channels(),
+                fmt_shape(shape)
+            ))
+        })?,
+    };
+    let out_txt = out.to_string();
+    if shape[1] != IN_CHANNELS || shape[2] != shape[3] {
+        return Err(mismatch(&out_txt, why));
+    }
+    if let Some(k) = hints.kernel_size {
+        if k as usize != shape[2] {
+            return Err(mismatch(&out_txt, &k_why));
+        }
+    }
+    let k = u32::try_from(shape[2]).unwrap_or(u32::MAX);
+    check_kernel_size(k, Some(shape))?;
+    Ok((scale, k))
+}
+
+/// `name[i][j]...` for flat index `idx` into a tensor of `shape`.
+fn index_path(name: &str, shape: &[usize], mut idx: usize) -> String {
+    let mut parts = vec![0usize; shape.len()];
+    for (p, &d) in parts.iter_mut().zip(shape).rev() {
+        *p = idx % d.max(1);
+        idx /= d.max(1);
+    }
+    let mut s = name.to_string();
+    for p in parts {
+        s.push_str(&format!("[{p}]"));
+    }
+    s
+}
+
+fn check_finite(name: &str, shape: &[usize], values: &[f32]) -> Result<(), KernelError> {
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(invalid(format!("{}: {} is not a finite value", index_path(name, shape, i), values[i])));
+    }
+    Ok(())
+}
+
+/// Fills a row-major tensor of `shape` from an initializer. Draws happen in row-major order.
+fn draw(initializer: Initializer, shape: [usize; 4], fan_in: usize, fan_out: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let n = shape.iter().product();
+    // Parameters in f64 with a correctly rounded sqrt, then rounded once to f32: the same bits everywhere.
+    let normal = |var: f64, rng: &mut ChaCha8Rng| -> Vec<f32> {
+        let std = var.sqrt() as f32;
+        let d = Normal::new(0.0f32, std).expect("std is finite and positive");
+        (0..n).map(|_| d.sample(rng)).collect()
+    };
+    let uniform = |bound2: f64, rng: &mut ChaCha8Rng| -> Vec<f32> {
+        let b = bound2.sqrt() as f32;
+        let d = Uniform::new(-b, b).expect("bound is finite and positive");
+        (0..n).map(|_| d.sample(rng)).collect()
+    };
+    let (fi, fo) = (fan_in as f64, fan_out as f64);
+    match initializer {
+        // torch.nn.init.kaiming_normal_(w, a=0, mode="fan_in", nonlinearity="leaky_relu"): gain sqrt(2).
+        Initializer::KaimingNormal => normal(2.0 / fi, rng),
+        // torch.nn.init.kaiming_uniform_(w, a=0): bound = gain * sqrt(3 / fan_in) = sqrt(6 / fan_in).
+        Initializer::KaimingUniform => uniform(6.0 / fi, rng),
+        Initializer::XavierNormal => normal(2.0 / (fi + fo), rng),
+        Initializer::XavierUniform => uniform(6.0 / (fi + fo), rng),
+        // torch.nn.init.dirac_: W[d, d, k/2, k/2] = 1 for d < min(out, in).
+        Initializer::Dirac => {
+            let [o, i, kh, kw] = shape;
+            let mut w = vec![0.0f32; n];
+            for d in 0..o.min(i) {
+                w[((d * i + d) * kh + kh / 2) * kw + kw / 2] = 1.0;
+            }
+            w
+        }
+    }
+}
+
+/// Serializes a flat row-major tensor as nested JSON arrays.
+struct Nested<'a> {
+    values: &'a [f32],
+    shape: &'a [usize],
+}
+
+impl Serialize for Nested<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.shape.len() <= 1 {
+            return s.collect_seq(self.values);
+        }
+        let stride: usize = self.shape[1..].iter().product();
+        s.collect_seq(self.values.chunks(stride.max(1)).map(|c| Nested { values: c, shape: &self.shape[1..] }))
+    }
+}
+
+#[derive(Serialize)]
+struct KernelJsonOut<'a> {
+    scale: u32,
+    kernel_size: u32,
+    in_channels: usize,
+    out_channels: usize,
+    init: Init,
+    initializer: Option<Initializer>,
+    seed: Option<u64>,
+    weight: Nested<'a>,
+    bias: &'a [f32],
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a kernel JSON object")]
+struct KernelJsonIn {
+    scale: Option<u32>,
+    kernel_size: Option<u32>,
+    in_channels: Option<u32>,
+    out_channels: Option<u32>,
+    init: Option<Init>,
+    initializer: Option<Initializer>,
+    seed: Option<u64>,
+    weight: Option<serde_json::Value>,
+    bias: Option<serde_json::Value>,
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Flattens a nested JSON array of `depth` levels; returns the shape. Rejects ragged arrays, wrong depth,
+/// non-numbers and numbers that are not finite as f32.
+fn flatten_json(name: &str, v: &serde_json::Value, depth: usize) -> Result<(Vec<usize>, Vec<f32>), KernelError> {
+    struct Walk<'a> {
+        name: &'a str,
+        depth: usize,
+        shape: Vec<Option<usize>>,
+        out: Vec<f32>,
+        path: Vec<usize>,
+    }
+    impl Walk<'_> {
+        fn here(&self) -> String {
+            let mut s = self.name.to_string();
+            for p in &self.path {
+                s.push_str(&format!("[{p}]"));
+            }
+            s
+        }
+        fn visit(&mut self, v: &serde_json::Value) -> Result<(), KernelError> {
+            let d = self.path.len();
+            if d < self.depth {
+                let serde_json::Value::Array(items) = v else {
+                    return Err(invalid(format!(
+                        "{}: expected a {}-d array of numbers, got {} at {}",
+                        self.name,
+                        self.depth,
+                        json_kind(v),
+                        self.here()
+                    )));
+                };
+                match self.shape[d] {
+                    None => self.shape[d] = Some(items.len()),
+                    Some(n) if n != items.len() => {
+                        let first = format!("{}{}", self.name, "[0]".repeat(d));
+                        return Err(invalid(format!(
+                            "{}: ragged array: {} has {} elements but {} has {}",
+                            self.name,
+                            self.here(),
+                            items.len(),
+                            first,
+                            n
+                        )));
+                    }
+                    Some(_) => {}
+                }
+                for (i, item) in items.iter().enumerate() {
+                    self.path.push(i);
+                    self.visit(item)?;
+                    self.path.pop();
+                }
+                return Ok(());
+            }
+            let serde_json::Value::Number(n) = v else {
+                let what = if v.is_array() {
+                    format!(
+                        "{}: expected a {}-d array of numbers, got more levels at {}",
+                        self.name,
+                        self.depth,
+                        self.here()
+                    )
+                } else {
+                    format!("{}: expected a number, got {}", self.here(), json_kind(v))
+                };
+                return Err(invalid(what));
+            };
+            // serde_json holds every number as u64, i64 or f64, so as_f64 always succeeds; f64 -> f32 rounds to
+            // nearest and overflows to infinity (e.g. 1e39), which is rejected.
+            let x = n.as_f64().unwrap_or(f64::INFINITY) as f32;
+            if !x.is_finite() {
+                return Err(invalid(format!("{}: {n} is not a finite f32", self.here())));
+            }
+            self.out.push(x);
+            Ok(())
+        }
+    }
+    let mut w = Walk { name, depth, shape: vec![None; depth], out: Vec::new(), path: Vec::new() };
+    w.visit(v)?;
+    // Dimensions under an empty array are unknown: report the known prefix, e.g. `[]` has shape [0].
+    let shape: Vec<usize> = w.shape.iter().map_while(|d| *d).collect();
+    Ok((shape, w.out))
+}
+
+/// A tensor from a safetensors file as f32.
+fn tensor_f32(name: &str, t: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, KernelError> {
+    use safetensors::Dtype;
+    let data = t.data();
+    let v: Vec<f32> = match t.dtype() {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        other => {
+            return Err(invalid(format!("{name}: dtype {other:?} is not supported (expected F32, F16 or BF16)")));
+        }
+    };
+    // The safetensors crate checks that the data length matches shape and dtype; keep a guard anyway.
+    let n: usize = t.shape().iter().product();
+    if v.len() != n {
+        return Err(invalid(format!("{name}: {} values for shape {}", v.len(), fmt_shape(t.shape()))));
+    }
+    Ok(v)
+}
+
+impl Kernel {
+    /// Output channels of the convolution, `3 * scale * scale`.
+    pub fn out_channels(&self) -> usize {
+        out_channels_for(self.scale)
+    }
+
+    /// The weight shape `[3r^2, 3, k, k]`.
+    pub fn weight_shape(&self) -> [usize; 4] {
+        let k = self.kernel_size as usize;
+        [self.out_channels(), IN_CHANNELS, k, k]
+    }
+
+    /// The parameters this kernel was generated from, or `None` for custom weights.
+    pub fn params(&self) -> Option<KernelParams> {
+        (self.init != Init::Custom).then_some(KernelParams {
+            scale: self.scale,
+            kernel_size: self.kernel_size,
+            init: self.init,
+            initializer: self.initializer,
+            seed: self.seed,
+        })
+    }
+
+    /// Makes a kernel from parameters, deterministically (see the module docs for the draw order).
+    /// Rejects a scale outside 2..=8, an even kernel size or one outside 1..=9, and `Init::Custom`.
+    pub fn generate(p: &KernelParams) -> Result<Kernel, KernelError> {
+        p.validate()?;
+        let r2 = (p.scale * p.scale) as usize;
+        let k = p.kernel_size as usize;
+        let out = IN_CHANNELS * r2;
+        let per_out = IN_CHANNELS * k * k;
+        let fan_in = per_out;
+        let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+        let (weight, bias) = match p.init {
+            Init::Icnr => {
+                // W0 [C_out / r^2, C_in, k, k]: fan_out = (C_out / r^2) * k * k.
+                let sub_out = out / r2;
+                let w0 = draw(p.initializer, [sub_out, IN_CHANNELS, k, k], fan_in, sub_out * k * k, &mut rng);
+                // repeat_interleave(r*r, dim=0): W[o] = W0[o / r^2].
+                let mut w = Vec::with_capacity(out * per_out);
+                for o in 0..out {
+                    let g = o / r2;
+                    w.extend_from_slice(&w0[g * per_out..(g + 1) * per_out]);
+                }
+                (w, vec![0.0; out])
+            }
+            Init::Plain => {
+                let w = draw(p.initializer, [out, IN_CHANNELS, k, k], fan_in, out * k * k, &mut rng);
+                (w, vec![0.0; out])
+            }
+            Init::Default => {
+                // nn.Conv2d.reset_parameters: kaiming_uniform_(a=sqrt(5)) gives bound
+                // sqrt(6 / ((1 + 5) * fan_in)) = 1/sqrt(fan_in); the bias bound is 1/sqrt(fan_in) too.
+                let b = (1.0 / fan_in as f64).sqrt() as f32;
+                let d = Uniform::new(-b, b).expect("bound is finite and positive");
+                let w: Vec<f32> = (0..out * per_out).map(|_| d.sample(&mut rng)).collect();
+                let bias: Vec<f32> = (0..out).map(|_| d.sample(&mut rng)).collect();
+                (w, bias)
+            }
+            Init::Custom => unreachable!("rejected by KernelParams::validate"),
+        };
+        let kernel = Kernel {
+            scale: p.scale,
+            kernel_size: p.kernel_size,
+            init: p.init,
+            initializer: p.initializer,
+            seed: p.seed,
+            weight,
+            bias,
+        };
+        debug_assert!(kernel.validate().is_ok());
+        Ok(kernel)
+    }
+
+    /// Checks the invariants: scale 2..=8, odd kernel size 1..=9, weight and bias lengths, all values finite.
+    pub fn validate(&self) -> Result<(), KernelError> {
+        check_scale(self.scale)?;
+        check_kernel_size(self.kernel_size, None)?;
+        let shape = self.weight_shape();
+        let n: usize = shape.iter().product();
+        if self.weight.len() != n {
+            return Err(invalid(format!(
+                "weight: expected {} = {n} values, got {}",
+                fmt_shape(&shape),
+                self.weight.len()
+            )));
+        }
+        if self.bias.len() != shape[0] {
+            return Err(invalid(format!("bias: expected [{}], got [{}]", shape[0], self.bias.len())));
+        }
+        check_finite("weight", &shape, &self.weight)?;
+        check_finite("bias", &shape[..1], &self.bias)?;
+        Ok(())
+    }
+
+    /// The kernel JSON, one line ending with `\n`. The same kernel always gives the same bytes; every f32 is
+    /// written as the shortest decimal that reads back to the same bits. For custom kernels `initializer` and
+    /// `seed` are `null`. The CLI `kernel` command and `GET /kernel` print exactly this.
+    pub fn to_json(&self) -> String {
+        let shape = self.weight_shape();
+        let custom = self.init == Init::Custom;
+        let out = KernelJsonOut {
+            scale: self.scale,
+            kernel_size: self.kernel_size,
+            in_channels: IN_CHANNELS,
+            out_channels: shape[0],
+            init: self.init,
+            initializer: (!custom).then_some(self.initializer),
+            seed: (!custom).then_some(self.seed),
+            weight: Nested { values: &self.weight, shape: &shape },
+            bias: &self.bias,
+        };
+        let mut s = serde_json::to_string(&out).expect("kernel JSON serialization cannot fail");
+        s.push('\n');
+        s
+    }
+
+    /// Reads kernel JSON (at most [`MAX_KERNEL_BYTES`]). Only `weight` is required; `bias` defaults to zeros, the
+    /// scale and kernel size come from the weight shape, and `scale`, `kernel_size`, `in_channels` and
+    /// `out_channels`, when present, must agree with it. Unknown fields are rejected.
+    ///
+    /// `init`, `initializer` and `seed` are provenance: they are kept only when the weights and bias are exactly
+    /// (bit for bit) what [`Kernel::generate`] makes from them, so a `to_json` output reads back unchanged;
+    /// any other weights, including edited or trained ones, become [`Init::Custom`].
+    pub fn from_json(bytes: &[u8]) -> Result<Kernel, KernelError> {
+        if bytes.len() > MAX_KERNEL_BYTES {
+            return Err(invalid(format!("kernel JSON too large: {} bytes (limit {MAX_KERNEL_BYTES})", bytes.len())));
+        }
+        let j: KernelJsonIn = serde_json::from_slice(bytes).map_err(|e| {
+            let msg = e.to_string();
+            if msg.starts_with("number out of range") {
+                invalid(format!("kernel JSON: {msg}: not a finite f32"))
+            } else {
+                invalid(format!("kernel JSON: {msg}"))
+            }
+        })?;
+        let weight = j
+            .weight
+            .as_ref()
+            .ok_or_else(|| invalid("weight: missing (kernel JSON needs at least `weight`, nested [out][in][k][k])"))?;
+        let hints = ShapeHints {
+            scale: j.scale,
+            kernel_size: j.kernel_size,
+            in_channels: j.in_channels,
+            out_channels: j.out_channels,
+        };
+        let (shape, weight) = flatten_json("weight", weight, 4)?;
+        let (scale, kernel_size) = check_weight_shape(&shape, hints)?;
+        let out = shape[0];
+        let bias = match &j.bias {
+            None => vec![0.0; out],
+            Some(b) => {
+                let (bshape, bias) = flatten_json("bias", b, 1)?;
+                if bshape != [out] {
+                    return Err(invalid(format!("bias: expected [{out}], got {}", fmt_shape(&bshape))));
+                }
+                bias
+            }
+        };
+        Ok(Kernel::with_provenance(scale, kernel_size, weight, bias, j.init, j.initializer, j.seed))
+    }
+
+    /// Builds a checked kernel; keeps the claimed provenance only if it regenerates these exact bits.
+    fn with_provenance(
+        scale: u32,
+        kernel_size: u32,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        init: Option<Init>,
+        initializer: Option<Initializer>,
+        seed: Option<u64>,
+    ) -> Kernel {
+        let mut kernel = Kernel {
+            scale,
+            kernel_size,
+            init: Init::Custom,
+            initializer: Initializer::default(),
+            seed: 0,
+            weight,
+            bias,
+        };
+        if let Some(init) = init.filter(|i| *i != Init::Custom) {
+            let p = KernelParams {
+                scale,
+                kernel_size,
+                init,
+                initializer: initializer.unwrap_or_default(),
+                seed: seed.unwrap_or(0),
+            };
+            if let Ok(g) = Kernel::generate(&p) {
+                let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                if same(&g.weight, &kernel.weight) && same(&g.bias, &kernel.bias) {
+                    kernel = g;
+                }
+            }
+        }
+        kernel
+    }
+
+    /// Reads a safetensors file as written by `safetensors.torch.save_file(conv.state_dict(), path)` (at most
+    /// [`MAX_KERNEL_BYTES`]): tensors `weight` and optional `bias`, or exactly one `<prefix>.weight` with an
+    /// optional `<prefix>.bias`; F32, F16 or BF16. Other tensors are ignored. The kernel is [`Init::Custom`].
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Kernel, KernelError> {
+        if bytes.len() > MAX_KERNEL_BYTES {
+            return Err(invalid(format!(
+                "safetensors file too large: {} bytes (limit {MAX_KERNEL_BYTES})",
+                bytes.len()
+            )));
+        }
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(format!("safetensors: {e}")))?;
+        let mut names = st.names();
+        names.sort_unstable();
+        let weights: Vec<&str> = names.iter().copied().filter(|n| *n == "weight" || n.ends_with(".weight")).collect();
+        let wname = match weights.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(invalid(format!(
+                    "safetensors: no `weight` or `<prefix>.weight` tensor (found: {})",
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                )));
+            }
+            many => {
+                return Err(invalid(format!(
+                    "safetensors: expected exactly one `weight` or `<prefix>.weight` tensor, found {}",
+                    many.join(", ")
+                )));
+            }
+        };
+        let bname = format!("{}bias", &wname[..wname.len() - "weight".len()]);
+        let wt = st.tensor(wname).map_err(|e| invalid(format!("safetensors: {e}")))?;
+        let shape = wt.shape().to_vec();
+        let (scale, kernel_size) = check_weight_shape(&shape, ShapeHints::default()).map_err(|e| {
+            let KernelError::Invalid(m) = e;
+            invalid(if wname == "weight" { m } else { m.replacen("weight", wname, 1) })
+        })?;
+        let weight = tensor_f32(wname, &wt)?;
+        check_finite(wname, &shape, &weight)?;
+        let out = shape[0];
+        let bias = match st.tensor(&bname) {
+            Err(_) => vec![0.0; out],
+            Ok(bt) => {
+                if bt.shape() != [out] {
+                    return Err(invalid(format!("{bname}: expected [{out}], got {}", fmt_shape(bt.shape()))));
+                }
+                let b = tensor_f32(&bname, &bt)?;
+                check_finite(&bname, &[out], &b)?;
+                b
+            }
+        };
+        Ok(Kernel::with_provenance(scale, kernel_size, weight, bias, None, None, None))
+    }
+
+    /// Loads a kernel file: `.safetensors` (any case) as safetensors, anything else as kernel JSON. Files over
+    /// [`MAX_KERNEL_BYTES`] are rejected before they are read.
+    pub fn load_file(path: impl AsRef<Path>) -> Result<Kernel, KernelError> {
+        let path = path.as_ref();
+        let io = |e: std::io::Error| invalid(format!("cannot read {}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len > MAX_KERNEL_BYTES as u64 {
+            return Err(invalid(format!(
+                "{}: kernel file too large: {len} bytes (limit {MAX_KERNEL_BYTES})",
+                path.display()
+            )));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_KERNEL_BYTES as u64 + 1), &mut bytes)
+            .map_err(io)?;
+        let is_st = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        let kernel = if is_st { Kernel::from_safetensors(&bytes) } else { Kernel::from_json(&bytes) };
+        kernel.map_err(|KernelError::Invalid(m)| invalid(format!("{}: {m}", path.display())))
+    }
 }
