@@ -309,6 +309,7 @@ def main():
     )
     # ICC profile carried into the output.
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    srgb = srgb[:24] + bytes(12) + srgb[36:]  # creation date: zeroed, so the files are reproducible
     case(
         "png_icc",
         write("icc_srgb.png", pil_bytes(base_img, "PNG", icc_profile=srgb)),
@@ -522,9 +523,56 @@ def main():
         with open(os.path.join(seeds, name), "wb") as f:
             f.write(data)
 
+    kernel_seeds()
+
     total = sum(os.path.getsize(os.path.join(ROOT, f)) for f in os.listdir(ROOT))
     print(f"{len(cases)} cases, {len(os.listdir(ROOT))} files, {total} bytes in tests/corpus")
     assert total < 5 * 1024 * 1024
+
+
+def kernel_seeds():
+    """Seeds for the kernel_json and safetensors fuzz targets: small valid kernels and near misses."""
+    from safetensors.numpy import save as st_save
+
+    rng = np.random.default_rng(7)
+    kj = os.path.join(FUZZ, "kernel_json")
+    st = os.path.join(FUZZ, "safetensors")
+    os.makedirs(kj, exist_ok=True)
+    os.makedirs(st, exist_ok=True)
+
+    def nested(r, k):
+        return rng.normal(0, 0.3, (3 * r * r, 3, k, k)).astype(np.float32)
+
+    w21 = nested(2, 1)
+    seeds = {
+        "minimal_r2_k1.json": {"weight": w21.tolist()},
+        "full_r2_k1.json": {
+            "scale": 2, "kernel_size": 1, "in_channels": 3, "out_channels": 12, "init": "custom",
+            "initializer": None, "seed": None, "weight": w21.tolist(), "bias": [0.0] * 12,
+        },
+        "icnr_claim_r2_k1.json": {"scale": 2, "kernel_size": 1, "init": "icnr", "initializer": "dirac", "seed": 0,
+                                  "weight": w21.tolist()},
+        "r3_k3.json": {"weight": nested(3, 3).tolist(), "bias": rng.normal(0, 0.1, 27).tolist()},
+        "wrong_shape.json": {"weight": w21[:, :2].tolist()},
+        "scale_mismatch.json": {"scale": 3, "weight": w21.tolist()},
+    }
+    for name, obj in seeds.items():
+        with open(os.path.join(kj, name), "w") as f:
+            json.dump(obj, f)
+    with open(os.path.join(kj, "nonfinite.json"), "w") as f:
+        f.write('{"weight": [[[[1e39]]]], "bias": [NaN]}')
+
+    st_seeds = {
+        "weight_only_f32.safetensors": {"weight": w21},
+        "weight_bias_f32.safetensors": {"weight": w21, "bias": np.zeros(12, np.float32)},
+        "prefixed_f16.safetensors": {"conv.weight": w21.astype(np.float16), "conv.bias": np.ones(12, np.float16)},
+        "r2_k3_f32.safetensors": {"weight": nested(2, 3)},
+        "two_weights.safetensors": {"a.weight": w21, "b.weight": w21},
+        "bad_bias.safetensors": {"weight": w21, "bias": np.zeros(5, np.float32)},
+    }
+    for name, tensors in st_seeds.items():
+        with open(os.path.join(st, name), "wb") as f:
+            f.write(st_save(tensors))
 
 
 if __name__ == "__main__":

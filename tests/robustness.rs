@@ -1,0 +1,439 @@
+//! Overload and faults against the live service (issue 5, "Load, overload, faults"), bounded and loopback only.
+//!
+//! Determinism without timing: a request that sends `Expect: 100-continue` gets `100 Continue` only once the
+//! service has admitted it (taken a place in the job pool) and starts reading its body. Holding such requests
+//! half-sent fills the pool exactly, so "every further request is shed at once" is a fact to check, not a race.
+
+mod hostile;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hostile::{check_problem, client, png_info, small_png, TestServer};
+use icnr_upscale::server::ServeArgs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Upper bound on any single wait in these tests; hitting it is a failure, not a slow pass.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// A deterministic noise RGB PNG of `w` x `h` (incompressible, so its output is large).
+fn noise_png(w: u32, h: u32) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let px: Vec<u8> = (0..w * h * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    let img = image::RgbImage::from_raw(w, h, px).expect("buffer size");
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).expect("encode PNG");
+    out.into_inner()
+}
+
+fn args(jobs: usize, queue: usize) -> ServeArgs {
+    ServeArgs { max_concurrent_jobs: jobs, max_queue: queue, ..hostile::args() }
+}
+
+/// A raw HTTP/1.1 `POST /upscale` whose headers are sent with `Expect: 100-continue`; returns once the service has
+/// answered `100 Continue` (admitted, reading the body) or with the final answer if it refused at once.
+struct HeldUpload {
+    stream: TcpStream,
+    body: Vec<u8>,
+}
+
+enum Held {
+    Admitted(HeldUpload),
+    Refused(RawAnswer),
+}
+
+async fn hold_upload(addr: SocketAddr, query: &str, body: Vec<u8>) -> Held {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /upscale{query} HTTP/1.1\r\nhost: test\r\ncontent-type: image/png\r\ncontent-length: {}\r\n\
+         expect: 100-continue\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    // Read the interim or final status line and headers, byte by byte up to the blank line.
+    while !buf.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(BOUND, stream.read(&mut byte)).await.expect("no answer to the request head") {
+            Ok(1) => buf.push(byte[0]),
+            other => panic!("connection ended before an answer ({other:?}): {:?}", String::from_utf8_lossy(&buf)),
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    if text.starts_with("HTTP/1.1 100") {
+        Held::Admitted(HeldUpload { stream, body })
+    } else {
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(BOUND, stream.read_to_end(&mut rest)).await;
+        Held::Refused(parse_answer(&[buf, rest].concat()))
+    }
+}
+
+/// [`hold_upload`] until admitted: a 503 only means the service has not yet seen an earlier client go away, so
+/// retry (bounded: 100 times, 100 ms apart) and fail if the place is never freed.
+async fn admit(addr: SocketAddr, query: &str, body: &[u8], why: &str) -> HeldUpload {
+    for _ in 0..100 {
+        match hold_upload(addr, query, body.to_vec()).await {
+            Held::Admitted(h) => return h,
+            Held::Refused(a) if a.status == 503 => tokio::time::sleep(Duration::from_millis(100)).await,
+            Held::Refused(a) => panic!("{why}: refused with {}: {}", a.status, hostile::lossy(&a.body)),
+        }
+    }
+    panic!("{why}: never admitted: a place was not freed")
+}
+
+impl HeldUpload {
+    /// Sends the rest of the body and reads the final answer.
+    async fn finish(mut self) -> RawAnswer {
+        self.stream.write_all(&self.body).await.expect("send body");
+        let mut buf = Vec::new();
+        tokio::time::timeout(BOUND, self.stream.read_to_end(&mut buf)).await.expect("answer in time").expect("read");
+        parse_answer(&buf)
+    }
+}
+
+#[derive(Debug)]
+struct RawAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses a complete `Connection: close` HTTP/1.1 answer (fixed length or chunked body).
+fn parse_answer(bytes: &[u8]) -> RawAnswer {
+    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.get(9..12)).and_then(|s| s.parse().ok()).expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        .collect();
+    let raw = &bytes[split + 4..];
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(raw) } else { raw.to_vec() };
+    RawAnswer { status, headers, body }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 || raw.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[(eol + 4 + size).min(raw.len())..];
+    }
+    out
+}
+
+async fn healthz(c: &reqwest::Client, server: &TestServer) -> u16 {
+    match tokio::time::timeout(BOUND, c.get(server.url("/healthz")).send()).await {
+        Ok(Ok(r)) => r.status().as_u16(),
+        _ => 0,
+    }
+}
+
+async fn upscale_status(c: &reqwest::Client, server: &TestServer, body: Vec<u8>) -> u16 {
+    match tokio::time::timeout(BOUND, c.post(server.url("/upscale")).header("content-type", "image/png").body(body).send())
+        .await
+    {
+        Ok(Ok(r)) => {
+            let s = r.status().as_u16();
+            let _ = r.bytes().await;
+            s
+        }
+        _ => 0,
+    }
+}
+
+/// `--max-concurrent-jobs 1 --max-queue 2`: with the three places held by admitted uploads, 64 concurrent clients
+/// are all shed with 503 + `Retry-After` + problem+json, without waiting for a place (the held ones never free
+/// one until we let them); `/healthz` answers meanwhile; the three admitted requests then complete with 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_sheds_surplus_with_503_and_completes_admitted() {
+    let server = TestServer::start(args(1, 2)).await;
+    let c = client();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        match hold_upload(server.addr, "?scale=2", small_png()).await {
+            Held::Admitted(h) => held.push(h),
+            Held::Refused(a) => panic!("one of the first three requests was refused: {} {:?}", a.status, a.body),
+        }
+    }
+    // A fourth is shed at once, even before sending its body.
+    match hold_upload(server.addr, "", small_png()).await {
+        Held::Refused(a) => assert_eq!(a.status, 503, "a fourth request over capacity"),
+        Held::Admitted(_) => panic!("a fourth request was admitted with 1 job + 2 queue places all taken"),
+    }
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let c = c.clone();
+            let url = server.url("/upscale");
+            tokio::spawn(async move {
+                let r = c.post(url).header("content-type", "image/png").body(small_png()).send().await.expect("send");
+                let status = r.status().as_u16();
+                let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let body = r.bytes().await.expect("body");
+                (status, retry, ct, body)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (status, retry, ct, body) = tokio::time::timeout(BOUND, t).await.expect("shed in time").expect("task");
+        assert_eq!(status, 503, "surplus request: {}", hostile::lossy(&body));
+        let secs: u64 = retry.as_deref().and_then(|r| r.parse().ok()).expect("Retry-After in whole seconds");
+        assert!((1..=3600).contains(&secs), "Retry-After {secs}");
+        check_problem(503, ct.as_deref(), &body).expect("503 problem+json");
+    }
+    assert_eq!(healthz(&c, &server).await, 200, "/healthz while the pool is full");
+    let metrics = c.get(server.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("shed"), "/metrics while full has no shed counter:\n{metrics}");
+    for h in held {
+        let a = h.finish().await;
+        assert_eq!(a.status, 200, "an admitted request: {}", hostile::lossy(&a.body));
+        let info = png_info(&a.body).expect("a complete PNG");
+        assert_eq!((info.width, info.height), (128, 96));
+    }
+    assert_eq!(upscale_status(&c, &server, small_png()).await, 200, "after the overload");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// A real burst: 64 clients at once on `--max-concurrent-jobs 1 --max-queue 2`, with `/healthz` probed throughout.
+/// Every answer is 200 or 503 (never an error or a hang), every 503 carries `Retry-After`, at least the admitted
+/// ones succeed, and every health probe is 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_64_gets_only_200_or_503_and_healthz_stays_up() {
+    let server = TestServer::start(args(1, 2)).await;
+    let c = client();
+    let body = noise_png(192, 192);
+    let start = Arc::new(tokio::sync::Barrier::new(64));
+    let done = Arc::new(AtomicBool::new(false));
+    let probes = Arc::new(AtomicUsize::new(0));
+    let prober = {
+        let (c, url, done, probes) = (c.clone(), server.url("/healthz"), done.clone(), probes.clone());
+        tokio::spawn(async move {
+            let mut bad = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                match tokio::time::timeout(BOUND, c.get(&url).send()).await {
+                    Ok(Ok(r)) if r.status() == 200 => {}
+                    other => bad.push(format!("{other:?}")),
+                }
+                probes.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            bad
+        })
+    };
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (c, url, body, start) = (c.clone(), server.url("/upscale"), body.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                let r = c.post(url).header("content-type", "image/png").body(body).send().await.expect("send");
+                let status = r.status().as_u16();
+                let retry = r.headers().contains_key("retry-after");
+                let _ = r.bytes().await;
+                (status, retry)
+            })
+        })
+        .collect();
+    let (mut ok, mut shed) = (0, 0);
+    for t in tasks {
+        let (status, retry) = tokio::time::timeout(BOUND, t).await.expect("answered in time").expect("task");
+        match status {
+            200 => ok += 1,
+            503 => {
+                assert!(retry, "503 without Retry-After");
+                shed += 1
+            }
+            s => panic!("burst request answered {s}"),
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let bad = prober.await.expect("prober");
+    assert!(bad.is_empty(), "/healthz failed during the burst: {bad:?}");
+    assert!(probes.load(Ordering::Relaxed) >= 1);
+    assert_eq!(ok + shed, 64);
+    assert!(ok >= 1, "nothing was served");
+    eprintln!("burst: {ok} served, {shed} shed, {} health probes", probes.load(Ordering::Relaxed));
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// Clients that vanish: mid-upload (headers and part of the body, then drop), after a full upload before the
+/// answer, and mid-download (part of a large answer read, then drop). With one job place in all, the service
+/// must free it every time: the next request is admitted and succeeds, and `/healthz` is 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnects_mid_upload_and_mid_download_free_their_place() {
+    let server = TestServer::start(args(1, 0)).await;
+    let c = client();
+    let png = small_png();
+    let big = noise_png(512, 512);
+
+    // Mid-upload, five times over: admitted (100 Continue), half the body, gone.
+    for _ in 0..5 {
+        let mut h = admit(server.addr, "", &png, "mid-upload client").await;
+        let half = h.body.len() / 2;
+        h.stream.write_all(&h.body[..half]).await.expect("half the body");
+        drop(h);
+    }
+    // Full upload of a large job, then gone before the answer (the job is dropped or stopped).
+    for _ in 0..2 {
+        let mut h = admit(server.addr, "?scale=4", &big, "after the mid-upload disconnects").await;
+        let body = std::mem::take(&mut h.body);
+        h.stream.write_all(&body).await.expect("body");
+        drop(h);
+    }
+    // Mid-download: a 1024x1024 noise PNG (about 3 MB) read 16 KB at most, then gone.
+    for _ in 0..2 {
+        let mut h = admit(server.addr, "", &big, "after the disconnects before the answer").await;
+        let body = std::mem::take(&mut h.body);
+        h.stream.write_all(&body).await.expect("body");
+        let mut part = vec![0u8; 16 * 1024];
+        let n = tokio::time::timeout(BOUND, h.stream.read(&mut part)).await.expect("answer starts").expect("read");
+        assert!(n > 0 && part.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&part[..n.min(200)]));
+        drop(h);
+    }
+    assert_eq!(healthz(&c, &server).await, 200);
+    let a = admit(server.addr, "", &png, "a normal request after the disconnects").await.finish().await;
+    assert_eq!(a.status, 200, "a normal request after the disconnects: {}", hostile::lossy(&a.body));
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// A client trickling its body one byte at a time with `--request-timeout-secs 1` gets 504 problem+json and its
+/// place (the only one: 1 job, no queue) is freed: the next request succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_gets_504_and_frees_its_place() {
+    let server = TestServer::start(ServeArgs { request_timeout_secs: 1, ..args(1, 0) }).await;
+    let c = client();
+    let png = small_png();
+    let Held::Admitted(h) = hold_upload(server.addr, "", png.clone()).await else { panic!("not admitted") };
+    let (mut rd, mut wr) = h.stream.into_split();
+    let trickle = tokio::spawn(async move {
+        // At most 60 bytes, 10 per second: the body is never complete, the loop is bounded.
+        for b in png.iter().take(60) {
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        wr
+    });
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(BOUND, rd.read_to_end(&mut buf)).await.expect("an answer to the slow client");
+    let a = parse_answer(&buf);
+    assert_eq!(a.status, 504, "slow client: {}", hostile::lossy(&a.body));
+    check_problem(504, a.header("content-type"), &a.body).expect("504 problem+json");
+    trickle.abort();
+    assert_eq!(upscale_status(&c, &server, small_png()).await, 200, "the slow client's place was not freed");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// Graceful shutdown with requests in flight: three admitted uploads are half-way when shutdown is asked; they
+/// still complete with 200, and `run` then returns `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_completes_in_flight_requests() {
+    let server = TestServer::start(args(1, 4)).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let Held::Admitted(h) = hold_upload(server.addr, "", small_png()).await else { panic!("not admitted") };
+        held.push(h);
+    }
+    let addr = server.addr;
+    let stopping = tokio::spawn(server.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stopping.is_finished(), "run returned with requests in flight");
+    let answers: Vec<_> = held.into_iter().map(|h| tokio::spawn(h.finish())).collect();
+    for a in answers {
+        let a = a.await.expect("task");
+        assert_eq!(a.status, 200, "in-flight request during shutdown: {}", hostile::lossy(&a.body));
+        png_info(&a.body).expect("a complete PNG");
+    }
+    tokio::time::timeout(BOUND, stopping).await.expect("run returns after draining").expect("task").expect("Ok");
+    // Stopped: nothing accepts on the port any more.
+    let refused = match TcpStream::connect(addr).await {
+        Err(_) => true,
+        Ok(mut s) => {
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            !matches!(tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await, Ok(Ok(n)) if n > 0)
+        }
+    };
+    assert!(refused, "the server still answers after run returned");
+}
+
+/// The real binary under SIGTERM: `icnr-upscale serve` on port 0 with a request in flight; SIGTERM; the request
+/// completes with 200 and the process exits 0.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_and_exits_0() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_icnr-upscale"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json", "--max-concurrent-jobs", "1"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start icnr-upscale serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The listening line names the bound address.
+    let addr: SocketAddr = loop {
+        let line = rx.recv_timeout(BOUND).expect("the server logs its address");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if let Some(a) = v.get("addr").and_then(|a| a.as_str()) {
+            break a.parse().expect("addr");
+        }
+    };
+    let Held::Admitted(h) = hold_upload(addr, "", small_png()).await else { panic!("not admitted") };
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(child.try_wait().expect("try_wait").is_none(), "exited with a request in flight");
+    let a = h.finish().await;
+    assert_eq!(a.status, 200, "in-flight request under SIGTERM: {}", hostile::lossy(&a.body));
+    png_info(&a.body).expect("a complete PNG");
+    let exit = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + BOUND;
+        loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("wait task");
+    let exit = exit.expect("the server exits after SIGTERM");
+    assert_eq!(exit.code(), Some(0), "exit status after SIGTERM: {exit:?}");
+}
