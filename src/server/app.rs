@@ -1,0 +1,201 @@
+//! The router ([`app`]), its shared state ([`AppState`]) and the outer middleware ([`observe`]): request id,
+//! request timeout, metrics and the one access-log line per request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument as _;
+
+use super::error::{ApiError, ErrorSlug};
+use super::handlers;
+use super::jobs::{panic_message, JobPool};
+use super::metrics::Metrics;
+use super::ServeArgs;
+
+/// Request and response header carrying the request id.
+pub const X_REQUEST_ID: &str = "x-request-id";
+/// Longest caller-supplied request id kept; longer or odd ones are replaced by a new UUID.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Every (method, path) the router serves; the OpenAPI test checks `openapi.yaml` against this list, and a test
+/// checks the live router answers each of them.
+pub const ROUTES: &[(&str, &str)] =
+    &[("POST", "/upscale"), ("GET", "/kernel"), ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/openapi.yaml")];
+
+/// `ROUTES` as text, for the 404 detail.
+pub fn route_list() -> String {
+    ROUTES.iter().map(|(m, p)| format!("{m} {p}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The limits a request is checked against, parsed from [`ServeArgs`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_body_bytes: u64,
+    pub max_input_pixels: u64,
+    pub max_output_pixels: u64,
+    pub request_timeout: Duration,
+}
+
+/// Input and output dimensions of a finished job, put on the response for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobDims {
+    pub input: (u32, u32),
+    pub output: (u32, u32),
+}
+
+/// The request id of the request being served (request extension).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    jobs: JobPool,
+    metrics: Metrics,
+}
+
+/// State shared by every handler of one app instance. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(args: &ServeArgs) -> AppState {
+        let metrics = Metrics::new();
+        let config = Config {
+            max_body_bytes: args.max_body_bytes,
+            max_input_pixels: args.max_input_pixels,
+            max_output_pixels: args.max_output_pixels,
+            request_timeout: Duration::from_secs(args.request_timeout_secs),
+        };
+        let jobs = JobPool::new(args.max_concurrent_jobs, args.max_queue, metrics.clone());
+        AppState(Arc::new(Shared { config, jobs, metrics }))
+    }
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+    pub fn jobs(&self) -> &JobPool {
+        &self.0.jobs
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+}
+
+/// The whole service as a `Router`.
+pub fn app(state: AppState) -> Router {
+    let body_limit = usize::try_from(state.config().max_body_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/upscale", post(handlers::upscale))
+        .route("/kernel", get(handlers::kernel))
+        .route("/healthz", get(handlers::healthz))
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.yaml", get(handlers::openapi))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        // Each `.layer` wraps everything added before it, so the last one is the outermost.
+        // The limit axum's extractors apply (Multipart re-reads the already limited body under it).
+        .layer(DefaultBodyLimit::max(body_limit))
+        // The last fence: a panic in a handler becomes a 500 problem instead of a dropped connection. Clients must
+        // not be able to reach it (tests check that every client error is a 4xx).
+        .layer(CatchPanicLayer::custom(|payload: Box<dyn std::any::Any + Send>| {
+            ApiError::Internal(format!("handler panicked: {}", panic_message(payload.as_ref()))).into_response()
+        }))
+        // Outermost: request id, timeout, metrics and the access log see every response, errors included.
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Request id in, timeout around the handler, request id out, metrics and one access-log line.
+///
+/// On timeout the handler future is dropped, which abandons its job (see [`super::jobs`]).
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = request_id(req.headers());
+    let method = method_label(req.method());
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let path = req.uri().path().chars().take(200).collect::<String>();
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+
+    let timeout = state.config().request_timeout;
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let mut res = match tokio::time::timeout(timeout, next.run(req).instrument(span)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::Timeout { secs: timeout.as_secs() }.into_response(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(X_REQUEST_ID, v);
+    }
+
+    let latency = start.elapsed();
+    let status = res.status().as_u16();
+    state.metrics().record_request(&route, method, status, latency);
+    let dims = res.extensions().get::<JobDims>().copied();
+    let fmt_dims = |d: Option<(u32, u32)>| d.map_or_else(String::new, |(w, h)| format!("{w}x{h}"));
+    tracing::info!(
+        target: "icnr_upscale::access",
+        request_id = %request_id,
+        method,
+        route = %route,
+        path = %path,
+        status,
+        latency_ms = latency.as_secs_f64() * 1e3,
+        input = %fmt_dims(dims.map(|d| d.input)),
+        output = %fmt_dims(dims.map(|d| d.output)),
+        problem = res.extensions().get::<ErrorSlug>().map_or("", |s| s.0),
+        "request"
+    );
+    res
+}
+
+/// The caller's `X-Request-Id` if it is 1 to 64 characters of `[A-Za-z0-9._-]`, else a new UUID v4.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= MAX_REQUEST_ID_LEN
+                && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// Known methods by name, anything else as `other`, so clients cannot grow the metric label set.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sane_request_ids_are_kept_and_others_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123_x.y"));
+        assert_eq!(request_id(&h), "abc-123_x.y");
+        for bad in ["", "has space", "semi;colon", &"a".repeat(65)] {
+            h.insert(X_REQUEST_ID, HeaderValue::from_str(bad).unwrap());
+            let id = request_id(&h);
+            assert_ne!(id, bad);
+            assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        }
+        assert!(uuid::Uuid::parse_str(&request_id(&HeaderMap::new())).is_ok());
+    }
+}
