@@ -1,0 +1,127 @@
+"""schemathesis hooks for the contract test of icnr-upscale (run by .ci/run):
+
+    SCHEMATHESIS_HOOKS=scripts/contract/hooks.py schemathesis run openapi.yaml --url http://127.0.0.1:PORT
+
+Left alone, schemathesis fills an `image/png` body with random bytes, so every POST /upscale would be a 415 and the
+upscaling path would never run. These hooks make the bodies of positive cases real, small images:
+- every image media type of the spec (and application/octet-stream) generates a real image of that type, up to
+  16 x 16 pixels (grayscale, gray+alpha, RGB, RGBA; 8 or 16 bits for PNG), so even scale 8 stays fast;
+- for multipart bodies, the `image` field becomes such a PNG, and a `kernel` field becomes valid kernel JSON whose
+  shape agrees with the case's `scale` and `kernel_size` query parameters (as `GET /kernel` would return it).
+Negative cases (schemathesis' deliberately invalid inputs) keep their generated bodies: the server must answer
+them with a 4xx problem+json, never a 5xx.
+"""
+
+import io
+import json
+import random
+import struct
+import zlib
+
+import schemathesis
+from hypothesis import strategies as st
+
+try:  # Pillow writes the non-PNG formats; PNG is written here directly, at any bit depth.
+    from PIL import Image
+except ImportError:  # pragma: no cover - .ci/run installs Pillow
+    Image = None
+
+# PNG colour types: grayscale, RGB, gray+alpha, RGBA, with their channel counts.
+COLOR_TYPES = {0: 1, 2: 3, 4: 2, 6: 4}
+MAX_SIDE = 16
+
+
+def png_bytes(width, height, color_type, bit_depth, rng):
+    """A valid PNG of random pixels (filter 0 on every row)."""
+    channels = COLOR_TYPES[color_type]
+    row_len = width * channels * (bit_depth // 8)
+    raw = b"".join(b"\x00" + rng.randbytes(row_len) for _ in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@st.composite
+def png_images(draw):
+    width = draw(st.integers(1, MAX_SIDE))
+    height = draw(st.integers(1, MAX_SIDE))
+    color_type = draw(st.sampled_from(sorted(COLOR_TYPES)))
+    bit_depth = draw(st.sampled_from([8, 16]))
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    return png_bytes(width, height, color_type, bit_depth, rng)
+
+
+def pillow_images(fmt):
+    """Real images in a Pillow format (JPEG, WEBP, GIF, BMP, TIFF), 8-bit RGB or RGBA where the format allows."""
+
+    @st.composite
+    def images(draw):
+        width = draw(st.integers(1, MAX_SIDE))
+        height = draw(st.integers(1, MAX_SIDE))
+        mode = draw(st.sampled_from(["RGB", "L"] + (["RGBA"] if fmt in ("WEBP", "TIFF", "PNG") else [])))
+        rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+        img = Image.frombytes(mode, (width, height), rng.randbytes(width * height * len(mode)))
+        out = io.BytesIO()
+        img.save(out, format=fmt)
+        return out.getvalue()
+
+    return images()
+
+
+# Media types the spec may list for a raw POST /upscale body. A type the spec does not use is simply never asked for.
+schemathesis.openapi.media_type("image/png", png_images(), aliases=["image/*", "application/octet-stream"])
+if Image is not None:
+    for media, fmt in [
+        ("image/jpeg", "JPEG"),
+        ("image/webp", "WEBP"),
+        ("image/gif", "GIF"),
+        ("image/bmp", "BMP"),
+        ("image/tiff", "TIFF"),
+    ]:
+        schemathesis.openapi.media_type(media, pillow_images(fmt))
+
+
+def kernel_json(scale, kernel_size, rng):
+    """Kernel JSON as GET /kernel returns it (only `weight` is required): weight [3*r*r][3][k][k], bias [3*r*r]."""
+    out = 3 * scale * scale
+    weight = [
+        [[[round(rng.uniform(-0.3, 0.3), 6) for _ in range(kernel_size)] for _ in range(kernel_size)] for _ in range(3)]
+        for _ in range(out)
+    ]
+    bias = [round(rng.uniform(-0.1, 0.1), 6) for _ in range(out)]
+    return json.dumps({"weight": weight, "bias": bias}).encode()
+
+
+def query_int(query, name, default, allowed):
+    """The integer value of a query parameter if the case has a valid one, else the server's default."""
+    try:
+        value = int(str((query or {}).get(name, default)))
+    except ValueError:
+        return default
+    return value if value in allowed else default
+
+
+def is_negative(case):
+    meta = case.meta
+    return meta is not None and meta.generation.mode.is_negative
+
+
+@schemathesis.hook
+def map_case(context, case):
+    if case.operation.method.upper() != "POST" or case.operation.path != "/upscale" or is_negative(case):
+        return case
+    body = case.body
+    if isinstance(body, dict):
+        # multipart/form-data: a real image, and a kernel that agrees with the query.
+        rng = random.Random(repr(sorted(body)) + repr(case.query))
+        body = dict(body)
+        body["image"] = png_bytes(rng.randint(1, MAX_SIDE), rng.randint(1, MAX_SIDE), 2, 8, rng)
+        if "kernel" in body:
+            scale = query_int(case.query, "scale", 2, range(2, 9))
+            kernel_size = query_int(case.query, "kernel_size", 3, range(1, 10, 2))
+            body["kernel"] = kernel_json(scale, kernel_size, rng)
+        case.body = body
+    return case
