@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Whole-pipeline benchmark: `icnr-upscale upscale in.png out.png` against the in-process Python pipeline.
+
+The job: a 1024x1024 RGB PNG in, the 2x upscale (Conv2d(3 -> 12, k=3) + PixelShuffle(2), ICNR weights) out as a
+2048x2048 PNG written with fast compression.
+
+- Python (in-process, so it pays no interpreter or torch import start-up: generous to it): Pillow decode ->
+  torch tensor /255 -> Conv2d + PixelShuffle (`torch.set_num_threads(2)`, `inference_mode`) -> clamp/round to u8 ->
+  Pillow PNG save with `compress_level=1`. Median of --runs runs after warm-up, with the per-stage split.
+- icnr-upscale: the wall time of the whole process, start-up included, timed by hyperfine when it is installed
+  (`apt-get install -y hyperfine`), else by subprocess timing; median of --runs. Its peak RSS is read from
+  `/usr/bin/time -v` (Debian package `time`), the maximum over 3 runs.
+
+The test image is photo-like and deterministic (fixed seed): smooth illumination gradients, soft blobs, hard-edged
+shapes, fine texture and sensor-like noise, so that both PNG codecs see realistic entropy (a flat or purely random
+image would flatter or penalise compression).
+
+Run from the repository root:
+
+    cargo build --release
+    /work/venv/bin/python scripts/bench_pipeline.py
+    /work/venv/bin/python scripts/bench_pipeline.py --make-image 512 /tmp/img512.png   # only write a test image
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TARGET_SPEEDUP = 4.0
+TARGET_RSS_MB = 120.0
+
+
+def make_test_image(size: int, seed: int = 7):
+    """A deterministic photo-like RGB8 image as a numpy array [size, size, 3]."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    img = np.zeros((size, size, 3), np.float32)
+    # Sky-to-ground illumination gradient, different per channel.
+    img[..., 0] = 0.55 + 0.30 * yy - 0.10 * xx
+    img[..., 1] = 0.60 + 0.15 * np.sin(2.1 * xx + 0.5) - 0.20 * yy
+    img[..., 2] = 0.85 - 0.45 * yy
+    # Soft coloured blobs (out-of-focus objects).
+    for _ in range(24):
+        cx, cy = rng.random(2)
+        r = 0.03 + 0.15 * rng.random()
+        col = rng.random(3) - 0.5
+        g = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+        img += 0.5 * g[..., None] * col
+    # Hard-edged shapes (buildings, objects in focus).
+    for _ in range(14):
+        x0, y0 = rng.random(2) * 0.9
+        w, h = 0.03 + 0.25 * rng.random(2)
+        col = rng.random(3)
+        mask = (xx >= x0) & (xx < x0 + w) & (yy >= y0) & (yy < y0 + h)
+        img[mask] = 0.35 * img[mask] + 0.65 * col
+    # Fine texture (foliage, fabric) and sensor noise.
+    tex = np.sin(xx * size / 3.1 + 2 * np.sin(yy * 17)) * np.sin(yy * size / 4.3)
+    img += 0.04 * tex[..., None]
+    img += rng.normal(0.0, 0.02, img.shape).astype(np.float32)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def write_test_image(size: int, path: str, seed: int = 7) -> None:
+    from PIL import Image
+
+    Image.fromarray(make_test_image(size, seed), "RGB").save(path, format="PNG")
+
+
+def icnr_model(torch, scale: int, k: int, seed: int = 0):
+    """Conv2d + PixelShuffle with ICNR(kaiming_normal) weights (repeat_interleave) and a zero bias."""
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv2d(3, 3 * scale * scale, k, padding=k // 2)
+    w0 = torch.empty(3, 3, k, k)
+    torch.nn.init.kaiming_normal_(w0)
+    with torch.no_grad():
+        conv.weight.copy_(w0.repeat_interleave(scale * scale, dim=0))
+        conv.bias.zero_()
+    return torch.nn.Sequential(conv, torch.nn.PixelShuffle(scale)).eval()
+
+
+def python_pipeline(torch, model, inp: str, out: str) -> tuple[float, float, float]:
+    """One run; returns (decode, conv, encode) milliseconds."""
+    import numpy as np
+    from PIL import Image
+
+    t0 = time.perf_counter()
+    with Image.open(inp) as im:
+        arr = np.array(im.convert("RGB"))  # a writable copy, as torch.from_numpy wants
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        y = model(x)
+        y = y.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)[0].permute(1, 2, 0).contiguous().numpy()
+    t2 = time.perf_counter()
+    Image.fromarray(y, "RGB").save(out, format="PNG", compress_level=1)
+    t3 = time.perf_counter()
+    return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
+
+
+def time_cli_hyperfine(cmd: list[str], runs: int, warmup: int, workdir: str) -> tuple[float, list[float]]:
+    export = os.path.join(workdir, "hyperfine.json")
+    subprocess.run(
+        ["hyperfine", "--style", "none", "--warmup", str(warmup), "--runs", str(runs), "-N",
+         "--export-json", export, " ".join(cmd)],
+        check=True, capture_output=True, text=True,
+    )
+    with open(export) as f:
+        res = json.load(f)["results"][0]
+    times = [t * 1e3 for t in res["times"]]
+    return statistics.median(times), times
+
+
+def time_cli_subprocess(cmd: list[str], runs: int, warmup: int) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        subprocess.run(cmd, check=True, capture_output=True)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), times
+
+
+def peak_rss_mb(cmd: list[str], runs: int = 3) -> float | None:
+    if not os.access("/usr/bin/time", os.X_OK):
+        return None
+    best = 0.0
+    for _ in range(runs):
+        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-500:]}")
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+        if m:
+            best = max(best, int(m.group(1)) / 1024.0)
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--make-image", nargs=2, metavar=("SIZE", "PATH"), help="write a test PNG and exit")
+    ap.add_argument("--once", nargs=2, metavar=("IN", "OUT"), help="run the Python pipeline once (for its RSS)")
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--kernel-size", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch threads (the CLI uses all cores)")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--bin", default="target/release/icnr-upscale")
+    ap.add_argument("--input", help="use this PNG instead of the generated test image")
+    ap.add_argument("--skip-ours", action="store_true")
+    ap.add_argument("--also-untied", action="store_true", help="also time the CLI with --init default")
+    ap.add_argument("--json-out")
+    args = ap.parse_args()
+
+    if args.make_image:
+        write_test_image(int(args.make_image[0]), args.make_image[1])
+        return 0
+    if args.once:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        python_pipeline(torch, icnr_model(torch, args.scale, args.kernel_size), *args.once)
+        return 0
+    if not args.skip_ours and not os.access(args.bin, os.X_OK):
+        ap.error(f"{args.bin} is not an executable: run `cargo build --release` first, or pass --skip-ours")
+
+    import torch
+    from PIL import Image
+
+    torch.set_num_threads(args.threads)
+    workdir = tempfile.mkdtemp(prefix="icnr-bench-pipeline-")
+    try:
+        inp = args.input or os.path.join(workdir, f"in{args.size}.png")
+        if not args.input:
+            write_test_image(args.size, inp)
+        with Image.open(inp) as im:
+            w, h = im.size
+        in_kb = os.path.getsize(inp) / 1024
+        print(f"# input {inp}: {w}x{h}, {in_kb:.0f} KiB; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC", flush=True)
+
+        # Python, in-process.
+        model = icnr_model(torch, args.scale, args.kernel_size)
+        py_out = os.path.join(workdir, "py_out.png")
+        for _ in range(args.warmup):
+            python_pipeline(torch, model, inp, py_out)
+        stages = [python_pipeline(torch, model, inp, py_out) for _ in range(args.runs)]
+        py_total = statistics.median(sum(s) for s in stages)
+        py_dec, py_conv, py_enc = (statistics.median(s[i] for s in stages) for i in range(3))
+        with Image.open(py_out) as im:
+            assert im.size == (w * args.scale, h * args.scale), im.size
+        py_out_kb = os.path.getsize(py_out) / 1024
+        print(f"# python: {py_total:.1f} ms (decode {py_dec:.1f}, conv {py_conv:.1f}, encode {py_enc:.1f}); "
+              f"output {py_out_kb:.0f} KiB", flush=True)
+        # The same pipeline as its own process, for its peak RSS (torch import included).
+        py_rss = peak_rss_mb([sys.executable, os.path.abspath(__file__), "--once", inp, py_out,
+                              "--scale", str(args.scale), "--kernel-size", str(args.kernel_size),
+                              "--threads", str(args.threads)], runs=1)
+
+        rows = [{"name": "Python (Pillow + PyTorch + Pillow, in-process)", "median_ms": py_total,
+                 "decode_ms": py_dec, "conv_ms": py_conv, "encode_ms": py_enc, "peak_rss_mb": py_rss,
+                 "peak_rss_note": "separate process, torch import included",
+                 "output_kib": py_out_kb}]
+        if not args.skip_ours:
+            inits = ["icnr"] + (["default"] if args.also_untied else [])
+            for init in inits:
+                out = os.path.join(workdir, f"ours_{init}.png")
+                cmd = [os.path.abspath(args.bin), "upscale", inp, out, "--scale", str(args.scale),
+                       "--kernel-size", str(args.kernel_size), "--init", init]
+                first = subprocess.run(cmd, capture_output=True, text=True)
+                if first.returncode != 0:
+                    print(f"{' '.join(cmd)} exited {first.returncode}: {first.stderr.strip()}", file=sys.stderr)
+                    return 1
+                print(f"# {' '.join(cmd)}\n#   -> {first.stdout.strip()}", flush=True)
+                with Image.open(out) as im:
+                    assert im.size == (w * args.scale, h * args.scale), im.size
+                if shutil.which("hyperfine"):
+                    med, times = time_cli_hyperfine(cmd, args.runs, args.warmup, workdir)
+                    timer = "hyperfine"
+                else:
+                    med, times = time_cli_subprocess(cmd, args.runs, args.warmup)
+                    timer = "subprocess"
+                rss = peak_rss_mb(cmd)
+                rows.append({"name": f"icnr-upscale upscale --init {init} (whole process)", "median_ms": med,
+                             "min_ms": min(times), "peak_rss_mb": rss, "timer": timer,
+                             "output_kib": os.path.getsize(out) / 1024, "command": " ".join(cmd)})
+                print(f"# ours --init {init}: {med:.1f} ms ({timer}, min {min(times):.1f}), peak RSS "
+                      f"{'-' if rss is None else f'{rss:.1f} MB'}", flush=True)
+
+        print()
+        print(f"| {w}x{h} PNG -> {w * args.scale}x{h * args.scale} PNG | median ms | speed-up vs Python | "
+              f"peak RSS MB | output KiB |")
+        print("| --- | --- | --- | --- | --- |")
+        for r in rows:
+            sp = py_total / r["median_ms"]
+            rss = "-" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.1f}"
+            print(f"| {r['name']} | {r['median_ms']:.1f} | {sp:.2f}x | {rss} | {r['output_kib']:.0f} |")
+        verdicts = {}
+        if len(rows) > 1:
+            ours = rows[1]
+            verdicts[f">= {TARGET_SPEEDUP:g}x faster than Python"] = py_total / ours["median_ms"] >= TARGET_SPEEDUP
+            if ours["peak_rss_mb"] is not None:
+                verdicts[f"peak RSS <= {TARGET_RSS_MB:g} MB"] = ours["peak_rss_mb"] <= TARGET_RSS_MB
+            print()
+            print("Targets (issue 2), ICNR (the CLI default):")
+            for name, ok in verdicts.items():
+                print(f"  {'PASS' if ok else 'MISS'}  {name}")
+        print()
+        print("Note: Python runs in-process (no interpreter/torch start-up); icnr-upscale is timed as a whole process.")
+        summary = {"bench": "pipeline", "rows": rows, "targets": verdicts}
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                json.dump(summary, f, indent=2)
+        print(json.dumps(summary))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
