@@ -202,6 +202,12 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImageError
     let (width, height) = decoder.dimensions();
     check_dimensions(width, height, limits)?;
 
+    // Metadata is best effort: a broken EXIF or ICC block must not make a decodable picture fail. Note: image
+    // bounds TIFF tag values by the image's buffer size (~32 bytes of image per profile byte), so a tiny TIFF
+    // with a large profile loses the profile, which is the safe side for hostile input.
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let icc_profile = decoder.icc_profile().ok().flatten().filter(|p| !p.is_empty());
+
     // Second fence: the codec itself now refuses anything larger than what the header promised.
     let mut fence = image::Limits::default();
     fence.max_image_width = Some(width);
@@ -210,10 +216,6 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImageError
         (width as u64 * height as u64).saturating_mul(MAX_BYTES_PER_DECODED_PIXEL).saturating_add(DECODE_ALLOC_SLACK),
     );
     decoder.set_limits(fence).map_err(|e| decode_error(name, e))?;
-
-    // Metadata is best effort: a broken EXIF or ICC block must not make a decodable picture fail.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let icc_profile = decoder.icc_profile().ok().flatten().filter(|p| !p.is_empty());
 
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(name, e))?;
     img.apply_orientation(orientation);

@@ -423,34 +423,46 @@ fn icc_profile_survives_into_output_png() {
     let (out, _) = to_png(&up, &d.image, d.icc_profile.as_deref(), Compression::Fast);
     let (_, _, _, _, _, out_icc) = read_png(&out);
     assert_eq!(out_icc.as_deref(), Some(&icc[..]));
-    // And a TIFF's profile is carried too.
+    // And a TIFF's profile is carried too. (image bounds TIFF tag values by the image's own buffer size, about
+    // 32 bytes of image per profile byte, so the picture must not be tiny: 128x128 RGB8 holds a 1.5 KB profile.)
     let mut tiff = Cursor::new(Vec::new());
     {
         use image::ImageEncoder;
         let mut enc = image::codecs::tiff::TiffEncoder::new(&mut tiff);
         enc.set_icc_profile(icc.clone()).unwrap();
-        enc.write_image(pattern_rgb8(6, 4).as_raw(), 6, 4, image::ExtendedColorType::Rgb8).unwrap();
+        enc.write_image(pattern_rgb8(128, 128).as_raw(), 128, 128, image::ExtendedColorType::Rgb8).unwrap();
     }
     let d = imageio::decode(tiff.get_ref(), &LIMITS).unwrap();
     assert_eq!(d.icc_profile.as_deref(), Some(&icc[..]));
 }
 
-/// `should_stop` returning true stops the work with Cancelled.
+/// `should_stop` returning true stops the work with Cancelled, whether it says so before the first band or
+/// between bands.
 #[test]
 fn should_stop_cancels() {
-    let img =
-        imageio::decode(&encode(&image::DynamicImage::ImageRgb8(pattern_rgb8(8, 8)), image::ImageFormat::Png), &LIMITS)
-            .unwrap()
-            .image;
+    // Tall enough that the engine hands over several bands.
+    let tall = image::DynamicImage::ImageRgb8(pattern_rgb8(16, 2048));
+    let img = imageio::decode(&encode(&tall, image::ImageFormat::Png), &LIMITS).unwrap().image;
     let up = Upscaler::new(&dirac_icnr(2, 3), Options::default());
-    let mut out = Vec::new();
-    let r = imageio::upscale_to_png(&mut out, &up, &img, None, Compression::Fast, &|| true);
+    let r = imageio::upscale_to_png(Vec::new(), &up, &img, None, Compression::Fast, &|| true);
     assert!(matches!(r, Err(ImageError::Cancelled)), "{r:?}");
-    // Stop after the first band: polled between bands, not only at the start.
-    let calls = std::sync::atomic::AtomicUsize::new(0);
-    let stop = || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 2;
-    let r = imageio::upscale_to_png(Vec::new(), &up, &img, None, Compression::Fast, &stop);
+
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let polls = AtomicUsize::new(0);
+    let r = imageio::upscale_to_png(Vec::new(), &up, &img, None, Compression::Fast, &|| {
+        polls.fetch_add(1, SeqCst);
+        false
+    });
+    assert!(r.is_ok());
+    let n = polls.load(SeqCst);
+    assert!(n >= 3, "polled {n} times: once before the work and once per band");
+    // Stop at the last poll: everything before it has run, and the result is still Cancelled, not a PNG.
+    let calls = AtomicUsize::new(0);
+    let r = imageio::upscale_to_png(Vec::new(), &up, &img, None, Compression::Fast, &|| {
+        calls.fetch_add(1, SeqCst) + 1 >= n
+    });
     assert!(matches!(r, Err(ImageError::Cancelled)), "{r:?}");
+    assert_eq!(calls.load(SeqCst), n);
 }
 
 /// A failed write leaves the target byte-identical and no temporary file behind; a successful one replaces it.
