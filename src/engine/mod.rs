@@ -1,10 +1,38 @@
 //! The forward pass: Conv2d (zero padding k/2, stride 1, cross-correlation) followed by PixelShuffle(r), on 8/16-bit
 //! RGB(A) or grayscale images, with PyTorch's value conversion (`v/255` in, `round(clamp(y,0,1)*255)` out).
 //!
-//! INTERFACE: the public items of this module are the contract the CLI, the service and the tests build on.
-//! The body below is a plain scalar reference implementation, to be replaced by the fused SIMD core.
+//! The public items of this module are the contract the CLI, the service and the tests build on.
+//!
+//! # How the core works
+//! - [`band`]: the driver. Input rows are cut into bands sized to cache; each band converts its rows (plus a halo of
+//!   k/2 rows) to zero-padded f32 planes, runs the convolution one output row at a time into a small quantised
+//!   planar staging row, and interleaves that into the band's output rows. Groups of bands run in parallel on the
+//!   current rayon pool and are handed to the sink in order. There is no full-size f32 image.
+//! - General path, "output-lane" layout: one SIMD lane per *output* pixel of an output row `y*r + i`. The input
+//!   row is expanded by r (each pixel repeated r times), and the weights become per-lane vectors whose lane `l`
+//!   holds the weight of sub-pixel `j = l % r`. A vector covers `L = 16 - 16 % r` output pixels (a multiple of r),
+//!   so the lane pattern is the same for every vector and the pixel shuffle costs nothing.
+//! - ICNR fast path (tied kernels): only the 3 distinct channels, one lane per *input* pixel, then each value is
+//!   replicated into its r x r block. Both paths compute every output value as `bias`, then the taps in the order
+//!   (input channel, dy, dx), with the same multiply-add (FMA on SIMD paths, mul + add on the portable path), so
+//!   the fast path is bit-identical to the general path on every CPU path.
+//! - [`portable`], `avx512`, `avx2`, `neon`: the kernels, picked once by [`CpuPath`] (one `match` in
+//!   `band::Kernels::for_path`). [`reference`] is the slow scalar transcription of the maths, for tests.
+//! - Values: in `v / 255` (or `/ 65535`) exactly as PyTorch; out `round_ties_even(clamp(y, 0, 1) * 255)`.
+
+use std::sync::Arc;
 
 use crate::kernel::{Kernel, IN_CHANNELS};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod band;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+pub mod portable;
+pub mod reference;
 
 /// Interleaved samples of an image.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,11 +90,28 @@ pub enum CpuPath {
 impl CpuPath {
     /// The best path this CPU supports (run-time detection).
     pub fn detect() -> CpuPath {
-        CpuPath::Portable
+        [CpuPath::Avx512, CpuPath::Avx2Fma, CpuPath::Neon]
+            .into_iter()
+            .find(|p| p.is_supported())
+            .unwrap_or(CpuPath::Portable)
     }
     /// Whether this CPU can run `self`.
     pub fn is_supported(self) -> bool {
-        self == CpuPath::Portable
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            CpuPath::Avx512 => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(target_arch = "x86_64")]
+            CpuPath::Avx2Fma => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "aarch64")]
+            CpuPath::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            CpuPath::Portable => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
     }
     /// Every path this CPU can run, best first; always ends with `Portable`.
     pub fn supported() -> Vec<CpuPath> {
@@ -142,12 +187,58 @@ pub struct Upscaler {
     kernel: Kernel,
     path: CpuPath,
     tied: bool,
+    prep: Arc<Prepared>,
+}
+
+/// Weights rearranged for the kernels (see the module doc).
+#[derive(Debug)]
+struct Prepared {
+    /// General path: `[i][tap][c][16]`, lane `l` = `weight[c*r*r + i*r + l % r][tap]`; tap = (ic*k + dy)*k + dx.
+    wv: Vec<f32>,
+    /// General path: `[i][c][16]`, lane `l` = `bias[c*r*r + i*r + l % r]`.
+    bv: Vec<f32>,
+    /// Fast path: `[tap][c]` = `weight[c*r*r][tap]`.
+    w0: Vec<f32>,
+    /// Fast path: `bias[c*r*r]`.
+    b0: [f32; 3],
+}
+
+impl Prepared {
+    fn new(kernel: &Kernel) -> Prepared {
+        let r = kernel.scale as usize;
+        let rr = r * r;
+        let k = kernel.kernel_size as usize;
+        let taps = IN_CHANNELS * k * k;
+        let lanes = portable::LANES;
+        let mut wv = vec![0f32; r * taps * 3 * lanes];
+        let mut bv = vec![0f32; r * 3 * lanes];
+        for i in 0..r {
+            for c in 0..3 {
+                for l in 0..lanes {
+                    let o = c * rr + i * r + l % r;
+                    bv[(i * 3 + c) * lanes + l] = kernel.bias[o];
+                    for t in 0..taps {
+                        wv[((i * taps + t) * 3 + c) * lanes + l] = kernel.weight[o * taps + t];
+                    }
+                }
+            }
+        }
+        let mut w0 = vec![0f32; taps * 3];
+        for t in 0..taps {
+            for c in 0..3 {
+                w0[t * 3 + c] = kernel.weight[c * rr * taps + t];
+            }
+        }
+        let b0 = [kernel.bias[0], kernel.bias[rr], kernel.bias[2 * rr]];
+        Prepared { wv, bv, w0, b0 }
+    }
 }
 
 impl Upscaler {
     pub fn new(kernel: &Kernel, opts: Options) -> Upscaler {
         let path = if opts.path.is_supported() { opts.path } else { CpuPath::Portable };
-        Upscaler { kernel: kernel.clone(), path, tied: opts.allow_fast_path && is_tied(kernel) }
+        let prep = Arc::new(Prepared::new(kernel));
+        Upscaler { kernel: kernel.clone(), path, tied: opts.allow_fast_path && is_tied(kernel), prep }
     }
     pub fn path(&self) -> CpuPath {
         self.path
@@ -187,94 +278,10 @@ impl Upscaler {
 
     /// Upscale, handing output rows to `sink` in order. Stops at the first error from `sink` and returns it.
     /// Memory is bounded by the input plus a working set of a few bands, whatever the output size.
-    pub fn upscale_streaming<E>(
-        &self,
-        img: &Image,
-        mut sink: impl FnMut(OutRows<'_>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        // Reference scalar implementation, one input row at a time.
-        let r = self.kernel.scale as usize;
-        let k = self.kernel.kernel_size as usize;
-        let p = k / 2;
-        let (w, h) = (img.width as usize, img.height as usize);
-        let ic = img.channels as usize;
-        let oc = img.out_channels() as usize;
-        let ow = w * r;
-        let max = if img.bit_depth() == 8 { 255.0f32 } else { 65535.0f32 };
-        let get = |x: usize, y: usize, c: usize| -> f32 {
-            let idx = (y * w + x) * ic + c;
-            match &img.samples {
-                Samples::U8(s) => s[idx] as f32 / 255.0,
-                Samples::U16(s) => s[idx] as f32 / 65535.0,
-            }
-        };
-        let color = |x: usize, y: usize, c: usize| -> f32 {
-            if ic <= 2 {
-                get(x, y, 0)
-            } else {
-                get(x, y, c)
-            }
-        };
-        let cout = self.kernel.bias.len();
-        let mut row_f = vec![0f32; ow * r * oc];
-        for y in 0..h {
-            for x in 0..w {
-                for o in 0..cout {
-                    let mut acc = self.kernel.bias[o];
-                    for i in 0..IN_CHANNELS {
-                        for dy in 0..k {
-                            let yy = y as isize + dy as isize - p as isize;
-                            if yy < 0 || yy >= h as isize {
-                                continue;
-                            }
-                            for dx in 0..k {
-                                let xx = x as isize + dx as isize - p as isize;
-                                if xx < 0 || xx >= w as isize {
-                                    continue;
-                                }
-                                acc += self.kernel.weight[((o * IN_CHANNELS + i) * k + dy) * k + dx]
-                                    * color(xx as usize, yy as usize, i);
-                            }
-                        }
-                    }
-                    let c = o / (r * r);
-                    let sub = o % (r * r);
-                    let (si, sj) = (sub / r, sub % r);
-                    row_f[(si * ow + x * r + sj) * oc + c] = (acc.clamp(0.0, 1.0) * max).round_ties_even();
-                }
-                if oc == 4 {
-                    let a = get(x, y, ic - 1) * max;
-                    for si in 0..r {
-                        for sj in 0..r {
-                            row_f[(si * ow + x * r + sj) * oc + 3] = a.round_ties_even();
-                        }
-                    }
-                }
-            }
-            let first_row = (y * r) as u32;
-            match img.samples {
-                Samples::U8(_) => {
-                    let v: Vec<u8> = row_f.iter().map(|&f| f as u8).collect();
-                    sink(OutRows {
-                        first_row,
-                        rows: r as u32,
-                        width: ow as u32,
-                        channels: oc as u8,
-                        samples: RowSamples::U8(&v),
-                    })?;
-                }
-                Samples::U16(_) => {
-                    let v: Vec<u16> = row_f.iter().map(|&f| f as u16).collect();
-                    sink(OutRows {
-                        first_row,
-                        rows: r as u32,
-                        width: ow as u32,
-                        channels: oc as u8,
-                        samples: RowSamples::U16(&v),
-                    })?;
-                }
-            }
-        }
-        Ok(())
+    ///
+    /// Bands of input rows are computed in parallel on the current rayon pool (the caller picks the thread count
+    /// with `ThreadPool::install`), a group at a time, then handed to `sink` in order on the calling thread.
+    pub fn upscale_streaming<E>(&self, img: &Image, sink: impl FnMut(OutRows<'_>) -> Result<(), E>) -> Result<(), E> {
+        band::Plan::new(self, img).run(sink)
     }
 }

@@ -1,0 +1,147 @@
+//! AVX2 + FMA kernels: 8-lane ymm vectors, register-blocked over 3 colours x `NV` vectors (12 of the 16 ymm
+//! registers hold accumulators). On the general path a vector covers `8 - 8 % r` output pixels, a multiple of r,
+//! so the first 8 lanes of the 16-lane weight patterns apply to every vector. The interleave is the portable one.
+
+use std::arch::x86_64::*;
+
+use super::band::{FastArgs, GeneralArgs, Staging};
+use super::CpuPath;
+
+/// Lanes of one ymm.
+const L8: usize = 8;
+const NV_GENERAL: usize = 3;
+const NV_FAST: usize = 3;
+
+/// General-path conv row (see [`GeneralArgs`]).
+pub(crate) fn conv_general(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
+    assert!(CpuPath::Avx2Fma.is_supported());
+    a.check(L8 - L8 % a.r, NV_GENERAL, st);
+    // SAFETY: the CPU supports avx2 and fma (asserted above), and `check` asserted every length the kernel reads
+    // and writes for this lane width and block size.
+    unsafe { conv_general_k(a, st) }
+}
+
+/// Fast-path conv row (see [`FastArgs`]).
+pub(crate) fn conv_fast(a: &FastArgs<'_>, st: &mut Staging<'_>) {
+    assert!(CpuPath::Avx2Fma.is_supported());
+    a.check(NV_FAST, st);
+    // SAFETY: the CPU supports avx2 and fma (asserted above), and `check` asserted every length the kernel reads
+    // and writes for this block size (blocks of 16-lane steps cover at least what 8-lane steps touch).
+    unsafe { conv_fast_k(a, st) }
+}
+
+/// `round_ties_even(clamp(acc, 0, 1) * maxv)` as 8 u16 stored at `dst` (NaN gives 0, see the AVX-512 `store_q`).
+///
+/// # Safety
+/// The CPU supports avx2; `dst` is valid for writing 8 u16.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_q(dst: *mut u16, acc: __m256, one: __m256, maxv: __m256) {
+    let t = _mm256_mul_ps(_mm256_min_ps(one, acc), maxv);
+    let i = _mm256_max_epi32(_mm256_cvtps_epi32(t), _mm256_setzero_si256());
+    // Values are in [0, 65535]: the saturating pack is exact. It packs within 128-bit halves; gather qwords 0, 2.
+    let p = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(i, i));
+    _mm_storeu_si128(dst as *mut __m128i, _mm256_castsi256_si128(p));
+}
+
+/// # Safety
+/// - The CPU supports avx2 and fma.
+/// - `a.check(8 - 8 % a.r, NV_GENERAL, st)` holds (so `a.r <= 8`).
+// Register blocking indexes the three accumulator rows by the same `v`.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn conv_general_k(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
+    const NV: usize = NV_GENERAL;
+    const LANES: usize = super::portable::LANES;
+    let (k, r) = (a.k, a.r);
+    let l = L8 - L8 % r;
+    let mut rows = [std::ptr::null::<f32>(); 27];
+    for (d, s) in rows.iter_mut().zip(a.rows) {
+        *d = s.as_ptr();
+    }
+    let (one, maxv) = (_mm256_set1_ps(1.0), _mm256_set1_ps(a.maxv));
+    let (wp, bp) = (a.w.as_ptr(), a.b.as_ptr());
+    let (out, stride) = (st.data.as_mut_ptr(), st.stride);
+    let mut p0 = 0;
+    while p0 < a.n {
+        let mut acc = [[_mm256_setzero_ps(); NV]; 3];
+        for (c, acc) in acc.iter_mut().enumerate() {
+            *acc = [_mm256_loadu_ps(bp.add(c * LANES)); NV];
+        }
+        let mut w = wp;
+        for ic in 0..3 {
+            for dy in 0..k {
+                let row = rows[ic * k + dy].add(p0);
+                for dx in 0..k {
+                    let src = row.add(dx * r);
+                    let w0 = _mm256_loadu_ps(w);
+                    let w1 = _mm256_loadu_ps(w.add(LANES));
+                    let w2 = _mm256_loadu_ps(w.add(2 * LANES));
+                    w = w.add(3 * LANES);
+                    for v in 0..NV {
+                        let x = _mm256_loadu_ps(src.add(v * l));
+                        acc[0][v] = _mm256_fmadd_ps(w0, x, acc[0][v]);
+                        acc[1][v] = _mm256_fmadd_ps(w1, x, acc[1][v]);
+                        acc[2][v] = _mm256_fmadd_ps(w2, x, acc[2][v]);
+                    }
+                }
+            }
+        }
+        for (c, acc) in acc.iter().enumerate() {
+            for (v, &acc) in acc.iter().enumerate() {
+                store_q(out.add(c * stride + p0 + v * l), acc, one, maxv);
+            }
+        }
+        p0 += NV * l;
+    }
+}
+
+/// # Safety
+/// - The CPU supports avx2 and fma.
+/// - `a.check(NV_FAST, st)` holds.
+// Register blocking indexes the three accumulator rows by the same `v`.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn conv_fast_k(a: &FastArgs<'_>, st: &mut Staging<'_>) {
+    const NV: usize = NV_FAST;
+    let k = a.k;
+    let mut rows = [std::ptr::null::<f32>(); 27];
+    for (d, s) in rows.iter_mut().zip(a.rows) {
+        *d = s.as_ptr();
+    }
+    let (one, maxv) = (_mm256_set1_ps(1.0), _mm256_set1_ps(a.maxv));
+    let wp = a.w.as_ptr();
+    let (out, stride) = (st.data.as_mut_ptr(), st.stride);
+    let mut x0 = 0;
+    while x0 < a.n {
+        let mut acc = [[_mm256_setzero_ps(); NV]; 3];
+        for (c, acc) in acc.iter_mut().enumerate() {
+            *acc = [_mm256_set1_ps(a.b[c]); NV];
+        }
+        let mut w = wp;
+        for ic in 0..3 {
+            for dy in 0..k {
+                let row = rows[ic * k + dy].add(x0);
+                for dx in 0..k {
+                    let src = row.add(dx);
+                    let w0 = _mm256_set1_ps(*w);
+                    let w1 = _mm256_set1_ps(*w.add(1));
+                    let w2 = _mm256_set1_ps(*w.add(2));
+                    w = w.add(3);
+                    for v in 0..NV {
+                        let x = _mm256_loadu_ps(src.add(v * L8));
+                        acc[0][v] = _mm256_fmadd_ps(w0, x, acc[0][v]);
+                        acc[1][v] = _mm256_fmadd_ps(w1, x, acc[1][v]);
+                        acc[2][v] = _mm256_fmadd_ps(w2, x, acc[2][v]);
+                    }
+                }
+            }
+        }
+        for (c, acc) in acc.iter().enumerate() {
+            for (v, &acc) in acc.iter().enumerate() {
+                store_q(out.add(c * stride + x0 + v * L8), acc, one, maxv);
+            }
+        }
+        x0 += NV * L8;
+    }
+}

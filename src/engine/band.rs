@@ -1,0 +1,462 @@
+//! The band driver: input rows -> padded f32 planes -> conv rows -> quantised planar staging -> interleaved output
+//! rows, band by band, groups of bands in parallel, handed to the sink in order.
+
+use rayon::prelude::*;
+
+use super::portable::LANES;
+use super::{CpuPath, Image, OutRows, RowSamples, Samples, Upscaler};
+
+/// Output bytes one band aims at: the band's output rows stay in L2 while they are written and handed on.
+const BAND_OUT_BYTES: usize = 256 << 10;
+/// Extra f32/u16 elements after each padded row or staging plane, so that kernels can run whole blocks of vectors
+/// past the end of a row without bounds checks: blocks are at most 8 vectors of 16 lanes, plus one vector.
+const SLACK: usize = 8 * LANES + 2 * LANES;
+
+/// Arguments of one general-path output row (`y*r + i`).
+pub(crate) struct GeneralArgs<'a> {
+    /// `3*k` padded rows, index `ic*k + dy`, expanded by r: output pixel `p` reads `rows[..][p + dx*r]`.
+    pub rows: &'a [&'a [f32]],
+    pub k: usize,
+    pub r: usize,
+    /// Output pixels in the row (`W*r`).
+    pub n: usize,
+    /// Lane-pattern weights of this row phase: `[tap][c][16]`.
+    pub w: &'a [f32],
+    /// Lane-pattern bias of this row phase: `[c][16]`.
+    pub b: &'a [f32],
+    /// 255 or 65535.
+    pub maxv: f32,
+}
+
+/// Arguments of one fast-path row (the 3 distinct channels of input row `y`).
+pub(crate) struct FastArgs<'a> {
+    /// `3*k` padded rows, index `ic*k + dy`, not expanded: input pixel `x` reads `rows[..][x + dx]`.
+    pub rows: &'a [&'a [f32]],
+    pub k: usize,
+    /// Input pixels in the row (`W`).
+    pub n: usize,
+    /// `[tap][c]`.
+    pub w: &'a [f32],
+    pub b: [f32; 3],
+    pub maxv: f32,
+}
+
+/// Quantised colour planes: plane `c` at `data[c*stride ..]`.
+pub(crate) struct Staging<'a> {
+    pub data: &'a mut [u16],
+    pub stride: usize,
+}
+
+/// Highest index + 1 a conv kernel touches in a staging plane (and, plus `(k-1)*step`, in an input row) when it
+/// covers `n` pixels with blocks of `nv` vectors advancing `l` pixels each (every store writes `LANES`).
+pub(crate) fn extent(n: usize, l: usize, nv: usize) -> usize {
+    n.div_ceil(l * nv) * l * nv + LANES
+}
+
+impl GeneralArgs<'_> {
+    /// Asserts every length a kernel with `l` pixels per vector and blocks of `nv` vectors relies on.
+    pub(crate) fn check(&self, l: usize, nv: usize, st: &Staging<'_>) {
+        let ext = extent(self.n, l, nv);
+        let taps = 3 * self.k * self.k;
+        assert!(l > 0 && l <= LANES && l.is_multiple_of(self.r));
+        assert!(self.rows.len() == 3 * self.k && self.k <= 9);
+        assert!(self.rows.iter().all(|row| row.len() >= ext + (self.k - 1) * self.r));
+        assert!(self.w.len() >= taps * 3 * LANES && self.b.len() >= 3 * LANES);
+        assert!(st.stride >= ext && st.data.len() >= 2 * st.stride + ext);
+    }
+}
+
+impl FastArgs<'_> {
+    /// Asserts every length a kernel with blocks of `nv` vectors of `LANES` pixels relies on.
+    pub(crate) fn check(&self, nv: usize, st: &Staging<'_>) {
+        let ext = extent(self.n, LANES, nv);
+        assert!(self.rows.len() == 3 * self.k && self.k <= 9);
+        assert!(self.rows.iter().all(|row| row.len() >= ext + self.k - 1));
+        assert!(self.w.len() >= 3 * self.k * self.k * 3);
+        assert!(st.stride >= ext && st.data.len() >= 2 * st.stride + ext);
+    }
+}
+
+/// Arguments of one interleave: planar quantised colour (+ raw alpha) -> one interleaved output row.
+pub(crate) struct InterleaveArgs<'a> {
+    /// Three colour planes, plane `c` at `planes[c*stride ..]`.
+    pub planes: &'a [u16],
+    pub stride: usize,
+    /// Output pixels per colour sample: 1 (general path, planes in output-pixel order) or r (fast path).
+    pub rep_c: usize,
+    /// Alpha per input pixel (each repeated r times), or `None` for RGB output.
+    pub alpha: Option<&'a [u16]>,
+    pub r: usize,
+    /// Output pixels in the row.
+    pub n: usize,
+    /// Word permutations for AVX-512, one per phase of 16-pixel chunks (see [`interleave_tables`]).
+    pub tables: &'a [[u16; 64]],
+}
+
+impl InterleaveArgs<'_> {
+    /// Output channels: 3 or 4.
+    pub(crate) fn nc(&self) -> usize {
+        if self.alpha.is_some() {
+            4
+        } else {
+            3
+        }
+    }
+    /// Asserts every length an interleave kernel relies on: every 16-pixel chunk loads 16 samples per plane.
+    pub(crate) fn check(&self, out_len: usize) {
+        assert!(self.n > 0 && (self.rep_c == 1 || self.rep_c == self.r) && self.r >= 1);
+        assert!(self.stride >= (self.n - 1) / self.rep_c + LANES);
+        assert!(self.planes.len() >= 2 * self.stride + (self.n - 1) / self.rep_c + LANES);
+        if let Some(a) = self.alpha {
+            assert!(a.len() >= (self.n - 1) / self.r + LANES);
+        }
+        assert!(self.tables.len() == self.r / gcd(LANES, self.r));
+        assert!(out_len >= self.n * self.nc());
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Word permutations for interleaving 16 output pixels from `[R(16) G(16) B(16) A(16)]` (one 16-sample window per
+/// plane, starting at the chunk's first sample): entry `s` serves chunks whose first pixel `p0 = 16*s'` has
+/// `s' % period == s`, period `r / gcd(16, r)` (the pattern of `p0 % r`).
+pub(crate) fn interleave_tables(rep_c: usize, r: usize, nc: usize) -> Vec<[u16; 64]> {
+    let period = r / gcd(LANES, r);
+    (0..period)
+        .map(|s| {
+            let p0 = LANES * s;
+            let mut t = [0u16; 64];
+            for (q, e) in t.iter_mut().enumerate().take(LANES * nc) {
+                let (p, c) = (p0 + q / nc, q % nc);
+                *e = if c < 3 { c * LANES + p / rep_c - p0 / rep_c } else { 3 * LANES + p / r - p0 / r } as u16;
+            }
+            t
+        })
+        .collect()
+}
+
+/// The kernels of one CPU path.
+pub(crate) struct Kernels {
+    pub general: fn(&GeneralArgs<'_>, &mut Staging<'_>),
+    pub fast: fn(&FastArgs<'_>, &mut Staging<'_>),
+    pub interleave8: fn(&InterleaveArgs<'_>, &mut [u8]),
+    pub interleave16: fn(&InterleaveArgs<'_>, &mut [u16]),
+}
+
+impl Kernels {
+    /// The one dispatch point. `path` must be supported (the SIMD wrappers assert it).
+    pub(crate) fn for_path(path: CpuPath) -> Kernels {
+        use super::portable;
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            CpuPath::Avx512 => Kernels {
+                general: super::avx512::conv_general,
+                fast: super::avx512::conv_fast,
+                interleave8: super::avx512::interleave8,
+                interleave16: super::avx512::interleave16,
+            },
+            #[cfg(target_arch = "x86_64")]
+            CpuPath::Avx2Fma => Kernels {
+                general: super::avx2::conv_general,
+                fast: super::avx2::conv_fast,
+                interleave8: portable::interleave8,
+                interleave16: portable::interleave16,
+            },
+            #[cfg(target_arch = "aarch64")]
+            CpuPath::Neon => Kernels {
+                general: super::neon::conv_general,
+                fast: super::neon::conv_fast,
+                interleave8: portable::interleave8,
+                interleave16: portable::interleave16,
+            },
+            _ => Kernels {
+                general: portable::conv_general,
+                fast: portable::conv_fast,
+                interleave8: portable::interleave8,
+                interleave16: portable::interleave16,
+            },
+        }
+    }
+}
+
+/// Everything fixed for one `upscale_streaming` call.
+pub(crate) struct Plan<'a> {
+    up: &'a Upscaler,
+    img: &'a Image,
+    kernels: Kernels,
+    w: usize,
+    h: usize,
+    r: usize,
+    k: usize,
+    pad: usize,
+    /// Input channels (1..=4) and output channels (3 or 4).
+    ic: usize,
+    nc: usize,
+    fast: bool,
+    /// Expansion of the input planes: r on the general path, 1 on the fast path.
+    e: usize,
+    /// Pixels per conv row: `W*r` (general) or `W` (fast).
+    n_conv: usize,
+    /// Output pixels per row, `W*r`.
+    n_out: usize,
+    row_stride: usize,
+    st_stride: usize,
+    band_h: usize,
+    maxv: f32,
+    tables: Vec<[u16; 64]>,
+}
+
+/// The working set of one band; reused across groups.
+#[derive(Default)]
+pub(crate) struct BandBuf {
+    planes: Vec<f32>,
+    staging: Vec<u16>,
+    alpha: Vec<u16>,
+    out8: Vec<u8>,
+    out16: Vec<u16>,
+    first_row: u32,
+    rows: u32,
+}
+
+impl<'a> Plan<'a> {
+    pub(crate) fn new(up: &'a Upscaler, img: &'a Image) -> Plan<'a> {
+        let (w, h) = (img.width as usize, img.height as usize);
+        let r = up.kernel.scale as usize;
+        let k = up.kernel.kernel_size as usize;
+        let pad = k / 2;
+        let fast = up.tied;
+        let e = if fast { 1 } else { r };
+        let n_conv = w * e;
+        let n_out = w * r;
+        let nc = img.out_channels() as usize;
+        let bytes = if img.bit_depth() == 8 { 1 } else { 2 };
+        let row_stride = ((w + 2 * pad) * e + SLACK).next_multiple_of(LANES);
+        let st_stride = (n_conv + SLACK).next_multiple_of(LANES);
+        let per_in_row = (r * n_out * nc * bytes).max(1);
+        let band_h = (BAND_OUT_BYTES / per_in_row).clamp(1, h.max(1));
+        Plan {
+            up,
+            img,
+            kernels: Kernels::for_path(up.path),
+            w,
+            h,
+            r,
+            k,
+            pad,
+            ic: img.channels as usize,
+            nc,
+            fast,
+            e,
+            n_conv,
+            n_out,
+            row_stride,
+            st_stride,
+            band_h,
+            maxv: if bytes == 1 { 255.0 } else { 65535.0 },
+            tables: interleave_tables(if fast { r } else { 1 }, r, nc),
+        }
+    }
+
+    /// Computes every band, group by group, and hands each band's rows to `sink` in order.
+    pub(crate) fn run<E>(&self, mut sink: impl FnMut(OutRows<'_>) -> Result<(), E>) -> Result<(), E> {
+        if self.w == 0 || self.h == 0 {
+            return Ok(());
+        }
+        let n_bands = self.h.div_ceil(self.band_h);
+        let group = (2 * rayon::current_num_threads()).clamp(1, n_bands);
+        let mut bufs: Vec<BandBuf> = (0..group).map(|_| BandBuf::default()).collect();
+        for g0 in (0..n_bands).step_by(group) {
+            let n = group.min(n_bands - g0);
+            bufs[..n].par_iter_mut().enumerate().for_each(|(j, buf)| self.run_band(g0 + j, buf));
+            for buf in &bufs[..n] {
+                let len = buf.rows as usize * self.n_out * self.nc;
+                let samples = match self.img.samples {
+                    Samples::U8(_) => RowSamples::U8(&buf.out8[..len]),
+                    Samples::U16(_) => RowSamples::U16(&buf.out16[..len]),
+                };
+                sink(OutRows {
+                    first_row: buf.first_row,
+                    rows: buf.rows,
+                    width: self.n_out as u32,
+                    channels: self.nc as u8,
+                    samples,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `dst` (`W*e` values) with channel `ch` of input row `y`, as f32, each pixel repeated `e` times.
+    fn convert_row(&self, y: usize, ch: usize, dst: &mut [f32]) {
+        let (w, ic) = (self.w, self.ic);
+        match &self.img.samples {
+            Samples::U8(s) => {
+                let src = &s[y * w * ic..(y + 1) * w * ic];
+                expand(self.e, dst, src.iter().skip(ch).step_by(ic).map(|&v| LUT8[v as usize]));
+            }
+            Samples::U16(s) => {
+                let src = &s[y * w * ic..(y + 1) * w * ic];
+                expand(self.e, dst, src.iter().skip(ch).step_by(ic).map(|&v| v as f32 / 65535.0));
+            }
+        }
+    }
+
+    fn run_band(&self, band: usize, buf: &mut BandBuf) {
+        let (r, k, pad, e, w) = (self.r, self.k, self.pad, self.e, self.w);
+        let y0 = band * self.band_h;
+        let y1 = (y0 + self.band_h).min(self.h);
+        let nb = y1 - y0;
+        // Rows of one plane: the band plus its halo; the buffer is sized for a full band so that it never shrinks
+        // (pads and slack are zero from allocation and never written).
+        let prow = self.band_h + 2 * pad;
+        let plane_len = prow * self.row_stride;
+        buf.planes.resize(3 * plane_len, 0.0);
+        buf.staging.resize(3 * self.st_stride, 0);
+        buf.alpha.resize(w + SLACK, 0);
+        let out_row = self.n_out * self.nc;
+        let out_len = nb * r * out_row;
+        match self.img.samples {
+            Samples::U8(_) => buf.out8.resize(out_len, 0),
+            Samples::U16(_) => buf.out16.resize(out_len, 0),
+        }
+        buf.first_row = (y0 * r) as u32;
+        buf.rows = (nb * r) as u32;
+
+        for pr in 0..nb + 2 * pad {
+            let y = (y0 + pr) as isize - pad as isize;
+            for c in 0..3 {
+                let at = c * plane_len + pr * self.row_stride + pad * e;
+                let dst = &mut buf.planes[at..at + w * e];
+                if y < 0 || y >= self.h as isize {
+                    dst.fill(0.0);
+                } else {
+                    // Grayscale is expanded to RGB: all three planes read channel 0.
+                    self.convert_row(y as usize, if self.ic <= 2 { 0 } else { c }, dst);
+                }
+            }
+        }
+
+        let BandBuf { planes, staging, alpha: alpha_buf, out8, out16, .. } = buf;
+        let planes: &[f32] = planes;
+        for ly in 0..nb {
+            let y = y0 + ly;
+            let alpha = if self.nc == 4 {
+                let row = &mut alpha_buf[..];
+                match &self.img.samples {
+                    Samples::U8(s) => {
+                        for (d, px) in
+                            row.iter_mut().zip(s[y * w * self.ic..(y + 1) * w * self.ic].chunks_exact(self.ic))
+                        {
+                            *d = px[self.ic - 1] as u16;
+                        }
+                    }
+                    Samples::U16(s) => {
+                        for (d, px) in
+                            row.iter_mut().zip(s[y * w * self.ic..(y + 1) * w * self.ic].chunks_exact(self.ic))
+                        {
+                            *d = px[self.ic - 1];
+                        }
+                    }
+                }
+                Some(&alpha_buf[..])
+            } else {
+                None
+            };
+            let mut rows: [&[f32]; 27] = [&[]; 27];
+            for ic in 0..3 {
+                for dy in 0..k {
+                    let at = ic * plane_len + (ly + dy) * self.row_stride;
+                    rows[ic * k + dy] = &planes[at..at + self.row_stride];
+                }
+            }
+            let rows = &rows[..3 * k];
+            let mut st = Staging { data: &mut staging[..], stride: self.st_stride };
+            let phases = if self.fast { 1 } else { r };
+            for i in 0..phases {
+                if self.fast {
+                    let args =
+                        FastArgs { rows, k, n: self.n_conv, w: &self.up.prep.w0, b: self.up.prep.b0, maxv: self.maxv };
+                    (self.kernels.fast)(&args, &mut st);
+                } else {
+                    let per = 3 * k * k * 3 * LANES;
+                    let args = GeneralArgs {
+                        rows,
+                        k,
+                        r,
+                        n: self.n_conv,
+                        w: &self.up.prep.wv[i * per..(i + 1) * per],
+                        b: &self.up.prep.bv[i * 3 * LANES..(i + 1) * 3 * LANES],
+                        maxv: self.maxv,
+                    };
+                    (self.kernels.general)(&args, &mut st);
+                }
+                let ia = InterleaveArgs {
+                    planes: &*st.data,
+                    stride: self.st_stride,
+                    rep_c: if self.fast { r } else { 1 },
+                    alpha,
+                    r,
+                    n: self.n_out,
+                    tables: &self.tables,
+                };
+                let o = (ly * r + i) * out_row;
+                match self.img.samples {
+                    Samples::U8(_) => (self.kernels.interleave8)(&ia, &mut out8[o..o + out_row]),
+                    Samples::U16(_) => (self.kernels.interleave16)(&ia, &mut out16[o..o + out_row]),
+                }
+            }
+            if self.fast {
+                // Every r x r block is uniform: the other r-1 rows repeat the first.
+                let o = ly * r * out_row;
+                for i in 1..r {
+                    match self.img.samples {
+                        Samples::U8(_) => out8.copy_within(o..o + out_row, o + i * out_row),
+                        Samples::U16(_) => out16.copy_within(o..o + out_row, o + i * out_row),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `v / 255` for every u8 `v`, exactly as PyTorch divides (`ToTensor`, `x / 255.0` in f32).
+static LUT8: [f32; 256] = {
+    let mut t = [0f32; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i as f32 / 255.0;
+        i += 1;
+    }
+    t
+};
+
+/// Writes each value of `src` `e` times into `dst` (`dst.len() == e * src.len()`).
+fn expand(e: usize, dst: &mut [f32], src: impl Iterator<Item = f32>) {
+    fn rep<const E: usize>(dst: &mut [f32], src: impl Iterator<Item = f32>) {
+        for (d, v) in dst.chunks_exact_mut(E).zip(src) {
+            let d: &mut [f32; E] = d.try_into().expect("chunk of E");
+            *d = [v; E];
+        }
+    }
+    match e {
+        1 => rep::<1>(dst, src),
+        2 => rep::<2>(dst, src),
+        3 => rep::<3>(dst, src),
+        4 => rep::<4>(dst, src),
+        5 => rep::<5>(dst, src),
+        6 => rep::<6>(dst, src),
+        7 => rep::<7>(dst, src),
+        8 => rep::<8>(dst, src),
+        _ => {
+            for (d, v) in dst.chunks_exact_mut(e).zip(src) {
+                d.fill(v);
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Portable kernels, written to auto-vectorise (fixed 16-lane arrays, `chunks_exact`). The conv kernels are generic
+//! over `FUSED`: `false` (this path) multiplies then adds, as baseline x86-64 has no FMA; `true` uses `mul_add`,
+//! which the NEON path compiles to `fmla`.
+
+use super::band::{FastArgs, GeneralArgs, InterleaveArgs, Staging};
+
+/// Lanes of one logical vector on every path (one AVX-512 register).
+pub const LANES: usize = 16;
+
+#[inline(always)]
+fn madd<const FUSED: bool>(w: f32, x: f32, acc: f32) -> f32 {
+    if FUSED {
+        w.mul_add(x, acc)
+    } else {
+        acc + w * x
+    }
+}
+
+/// `round_ties_even(clamp(y, 0, 1) * maxv)` as an integer (NaN gives 0, as `NaN as u16` does).
+///
+/// Adding and subtracting 2^23 rounds any `t` in `[0, 2^23)` to an integer, ties to even (the IEEE default
+/// rounding mode), and unlike `f32::round_ties_even` it vectorises on every target.
+// Not `clamp`: `max` first maps NaN to 0, as the reference's `NaN as u16` does.
+#[allow(clippy::manual_clamp)]
+#[inline(always)]
+pub fn quantize(y: f32, maxv: f32) -> u16 {
+    const MAGIC: f32 = 8_388_608.0;
+    let t = y.max(0.0).min(1.0) * maxv;
+    ((t + MAGIC) - MAGIC) as u16
+}
+
+/// General-path conv row (see [`GeneralArgs`]), one 16-lane vector at a time.
+pub(crate) fn conv_general(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
+    conv_general_generic::<false>(a, st)
+}
+
+/// Fast-path conv row (see [`FastArgs`]), one 16-lane vector at a time.
+pub(crate) fn conv_fast(a: &FastArgs<'_>, st: &mut Staging<'_>) {
+    conv_fast_generic::<false>(a, st)
+}
+
+#[inline(always)]
+pub(crate) fn conv_general_generic<const FUSED: bool>(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
+    let l = LANES - LANES % a.r;
+    a.check(l, 1, st);
+    let (k, r) = (a.k, a.r);
+    let mut p0 = 0;
+    while p0 < a.n {
+        let mut acc = [[0f32; LANES]; 3];
+        for (c, acc) in acc.iter_mut().enumerate() {
+            acc.copy_from_slice(&a.b[c * LANES..(c + 1) * LANES]);
+        }
+        let mut ws = a.w.chunks_exact(3 * LANES);
+        for ic in 0..3 {
+            for dy in 0..k {
+                let row = &a.rows[ic * k + dy][p0..];
+                for dx in 0..k {
+                    let x: &[f32; LANES] = row[dx * r..dx * r + LANES].try_into().expect("16 lanes");
+                    let w = ws.next().expect("3k^2 taps");
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        let w: &[f32; LANES] = w[c * LANES..(c + 1) * LANES].try_into().expect("16 lanes");
+                        for l in 0..LANES {
+                            acc[l] = madd::<FUSED>(w[l], x[l], acc[l]);
+                        }
+                    }
+                }
+            }
+        }
+        store(&acc, a.maxv, st, p0);
+        p0 += l;
+    }
+}
+
+#[inline(always)]
+pub(crate) fn conv_fast_generic<const FUSED: bool>(a: &FastArgs<'_>, st: &mut Staging<'_>) {
+    a.check(1, st);
+    let k = a.k;
+    let mut x0 = 0;
+    while x0 < a.n {
+        let mut acc = [[0f32; LANES]; 3];
+        for (c, acc) in acc.iter_mut().enumerate() {
+            *acc = [a.b[c]; LANES];
+        }
+        let mut ws = a.w.chunks_exact(3);
+        for ic in 0..3 {
+            for dy in 0..k {
+                let row = &a.rows[ic * k + dy][x0..];
+                for dx in 0..k {
+                    let x: &[f32; LANES] = row[dx..dx + LANES].try_into().expect("16 lanes");
+                    let w = ws.next().expect("3k^2 taps");
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        for l in 0..LANES {
+                            acc[l] = madd::<FUSED>(w[c], x[l], acc[l]);
+                        }
+                    }
+                }
+            }
+        }
+        store(&acc, a.maxv, st, x0);
+        x0 += LANES;
+    }
+}
+
+#[inline(always)]
+fn store(acc: &[[f32; LANES]; 3], maxv: f32, st: &mut Staging<'_>, p0: usize) {
+    for (c, acc) in acc.iter().enumerate() {
+        let o = &mut st.data[c * st.stride + p0..c * st.stride + p0 + LANES];
+        for (o, &v) in o.iter_mut().zip(acc) {
+            *o = quantize(v, maxv);
+        }
+    }
+}
+
+/// Interleaves planar colour (+ alpha) into 8-bit output samples.
+pub(crate) fn interleave8(a: &InterleaveArgs<'_>, out: &mut [u8]) {
+    interleave_generic(a, out, |v| v as u8)
+}
+
+/// Interleaves planar colour (+ alpha) into 16-bit output samples.
+pub(crate) fn interleave16(a: &InterleaveArgs<'_>, out: &mut [u16]) {
+    interleave_generic(a, out, |v| v)
+}
+
+#[inline(always)]
+fn interleave_generic<T: Copy>(a: &InterleaveArgs<'_>, out: &mut [T], cv: impl Fn(u16) -> T) {
+    a.check(out.len());
+    let nc = a.nc();
+    let s = a.stride;
+    let (pr, pg, pb) = (&a.planes[..s], &a.planes[s..2 * s], &a.planes[2 * s..3 * s]);
+    // One group = the r output pixels of one input pixel: one alpha sample, one colour sample on the fast path.
+    for (g, grp) in out[..a.n * nc].chunks_exact_mut(nc * a.r).enumerate() {
+        for (j, px) in grp.chunks_exact_mut(nc).enumerate() {
+            let q = if a.rep_c == 1 { g * a.r + j } else { g };
+            px[0] = cv(pr[q]);
+            px[1] = cv(pg[q]);
+            px[2] = cv(pb[q]);
+            if let Some(al) = a.alpha {
+                px[3] = cv(al[g]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The magic-number rounding equals `round_ties_even(clamp(y,0,1)*max)` (PyTorch's `round`) on every tie and
+    /// its neighbours, and on out-of-range values.
+    #[test]
+    fn quantize_matches_round_ties_even() {
+        for maxv in [255.0f32, 65535.0] {
+            for n in 0..=(maxv as u32) * 2 {
+                let t = n as f32 / 2.0; // exact: integers and ties
+                for y in [
+                    t / maxv,
+                    f32::from_bits((t / maxv).to_bits() + 1),
+                    f32::from_bits((t / maxv).to_bits().max(1) - 1),
+                ] {
+                    let want = (y.clamp(0.0, 1.0) * maxv).round_ties_even() as u16;
+                    assert_eq!(quantize(y, maxv), want, "y={y} maxv={maxv}");
+                }
+            }
+            for y in [-1.0f32, -0.0, 2.0, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY] {
+                assert_eq!(quantize(y, maxv), (y.clamp(0.0, 1.0) * maxv).round_ties_even() as u16);
+            }
+            assert_eq!(quantize(f32::NAN, maxv), 0);
+        }
+    }
+}

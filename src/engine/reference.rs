@@ -1,0 +1,79 @@
+//! The scalar reference forward pass: a direct transcription of REFERENCE.md (Conv2d with zero padding k/2, then
+//! PixelShuffle, then `round(clamp(y, 0, 1) * max)`), one output value at a time, taps skipped outside the image.
+//! Slow and obviously correct; the tests compare the fast core with it.
+
+use super::{output_dims, Image, Samples};
+use crate::kernel::{Kernel, IN_CHANNELS};
+
+/// Upscale `img` with `kernel` the slow, obvious way. Output has 3 or 4 channels and the input's bit depth.
+///
+/// Panics if the output dimensions overflow u32.
+pub fn upscale(kernel: &Kernel, img: &Image) -> Image {
+    let r = kernel.scale as usize;
+    let k = kernel.kernel_size as usize;
+    let p = k / 2;
+    let (w, h) = (img.width as usize, img.height as usize);
+    let (ow, oh) = output_dims(img.width, img.height, kernel.scale).expect("output dims overflow");
+    let ic = img.channels as usize;
+    let oc = img.out_channels() as usize;
+    let max = if img.bit_depth() == 8 { 255.0f32 } else { 65535.0f32 };
+    let get = |x: usize, y: usize, c: usize| -> f32 {
+        let idx = (y * w + x) * ic + c;
+        match &img.samples {
+            Samples::U8(s) => s[idx] as f32 / 255.0,
+            Samples::U16(s) => s[idx] as f32 / 65535.0,
+        }
+    };
+    // Grayscale is expanded to RGB before the convolution.
+    let color = |x: usize, y: usize, c: usize| -> f32 {
+        if ic <= 2 {
+            get(x, y, 0)
+        } else {
+            get(x, y, c)
+        }
+    };
+    let cout = kernel.bias.len();
+    let mut out = vec![0f32; ow as usize * oh as usize * oc];
+    let ow = ow as usize;
+    for y in 0..h {
+        for x in 0..w {
+            for o in 0..cout {
+                let mut acc = kernel.bias[o];
+                for i in 0..IN_CHANNELS {
+                    for dy in 0..k {
+                        let yy = y as isize + dy as isize - p as isize;
+                        if yy < 0 || yy >= h as isize {
+                            continue;
+                        }
+                        for dx in 0..k {
+                            let xx = x as isize + dx as isize - p as isize;
+                            if xx < 0 || xx >= w as isize {
+                                continue;
+                            }
+                            acc += kernel.weight[((o * IN_CHANNELS + i) * k + dy) * k + dx]
+                                * color(xx as usize, yy as usize, i);
+                        }
+                    }
+                }
+                // PixelShuffle: out[c, h*r+i, w*r+j] = in[c*r*r + i*r + j, h, w].
+                let c = o / (r * r);
+                let (si, sj) = ((o % (r * r)) / r, o % r);
+                out[((y * r + si) * ow + x * r + sj) * oc + c] = (acc.clamp(0.0, 1.0) * max).round_ties_even();
+            }
+            if oc == 4 {
+                // Alpha is not convolved: nearest-neighbour, value kept.
+                let a = (get(x, y, ic - 1) * max).round_ties_even();
+                for si in 0..r {
+                    for sj in 0..r {
+                        out[((y * r + si) * ow + x * r + sj) * oc + 3] = a;
+                    }
+                }
+            }
+        }
+    }
+    let samples = match img.samples {
+        Samples::U8(_) => Samples::U8(out.iter().map(|&f| f as u8).collect()),
+        Samples::U16(_) => Samples::U16(out.iter().map(|&f| f as u16).collect()),
+    };
+    Image { width: ow as u32, height: oh, channels: oc as u8, samples }
+}
