@@ -163,7 +163,7 @@ fn check_scale(scale: u32) -> Result<(), KernelError> {
 
 /// `shape`, when given, is the weight shape the kernel size came from (named in the message).
 fn check_kernel_size(k: u32, shape: Option<&[usize]>) -> Result<(), KernelError> {
-    if k % 2 == 0 || k > MAX_KERNEL_SIZE {
+    if k.is_multiple_of(2) || k > MAX_KERNEL_SIZE {
         let from = shape.map(|s| format!(" (weight {})", fmt_shape(s))).unwrap_or_default();
         return Err(invalid(format!("kernel_size: must be odd, 1 to {MAX_KERNEL_SIZE}, got {k}{from}")));
     }
