@@ -31,7 +31,9 @@ fn p(path: &Path) -> &str {
 }
 
 fn pattern_rgb8(w: u32, h: u32) -> image::RgbImage {
-    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 37 + y * 11) as u8, (x * 5 ^ y * 23) as u8, (x * y) as u8]))
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 37 + y * 11) as u8, ((x * 5) ^ (y * 23)) as u8, (x * y) as u8])
+    })
 }
 
 fn write_image(path: &Path, img: &image::DynamicImage, format: image::ImageFormat) {

@@ -24,7 +24,9 @@ fn crc32(data: &[u8]) -> u32 {
 
 /// A deterministic RGB8 pattern with texture in every channel.
 fn pattern_rgb8(w: u32, h: u32) -> image::RgbImage {
-    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 37 + y * 11) as u8, (x * 5 ^ y * 23) as u8, (x * y) as u8]))
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 37 + y * 11) as u8, ((x * 5) ^ (y * 23)) as u8, (x * y) as u8])
+    })
 }
 
 fn encode(img: &image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
