@@ -23,7 +23,9 @@
 //! # Kernel JSON ([`Kernel::to_json`], [`Kernel::from_json`])
 //! `{"scale","kernel_size","in_channels","out_channels","init","initializer","seed","weight","bias"}`, with `weight`
 //! nested `[out][in][k][k]` exactly like PyTorch's `conv.weight.tolist()`. f32 values are printed as the shortest
-//! decimal that reads back to the same f32 (serde_json/ryu). On input only `weight` is required.
+//! decimal that reads back to the same f32 (serde_json/ryu). On input only `weight` is required. Input is bounded:
+//! at most [`MAX_KERNEL_BYTES`], and the arrays stream straight into flat `Vec<f32>`s (no value tree), stopping
+//! after the 46656 weights / 192 biases of the largest valid kernel; nesting is bounded by the expected depth.
 //!
 //! # safetensors ([`Kernel::from_safetensors`])
 //! As written by `safetensors.torch.save_file(conv.state_dict(), path)`: keys `weight`/`bias`, or exactly one
@@ -362,101 +364,164 @@ struct KernelJsonIn {
     init: Option<Init>,
     initializer: Option<Initializer>,
     seed: Option<u64>,
-    weight: Option<serde_json::Value>,
-    bias: Option<serde_json::Value>,
+    weight: Option<WeightTensor>,
+    bias: Option<BiasTensor>,
 }
 
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+/// Values in the largest valid weight, `[192, 3, 9, 9]`: reading stops beyond this, whatever the file size.
+const MAX_WEIGHT_VALUES: usize =
+    3 * (MAX_SCALE * MAX_SCALE) as usize * IN_CHANNELS * (MAX_KERNEL_SIZE * MAX_KERNEL_SIZE) as usize;
+const MAX_BIAS_VALUES: usize = 3 * (MAX_SCALE * MAX_SCALE) as usize;
+
+/// A nested JSON array of numbers read straight into a flat row-major `Vec<f32>` and its shape. Numbers are
+/// streamed from the parser (no `serde_json::Value` per number), and reading stops after `max` values, so memory
+/// stays bounded by the largest valid kernel.
+struct FlatTensor {
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+struct WeightTensor(FlatTensor);
+struct BiasTensor(FlatTensor);
+
+impl<'de> Deserialize<'de> for WeightTensor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_tensor(d, "weight", 4, MAX_WEIGHT_VALUES).map(WeightTensor)
     }
 }
 
-/// Flattens a nested JSON array of `depth` levels; returns the shape. Rejects ragged arrays, wrong depth,
-/// non-numbers and numbers that are not finite as f32.
-fn flatten_json(name: &str, v: &serde_json::Value, depth: usize) -> Result<(Vec<usize>, Vec<f32>), KernelError> {
-    struct Walk<'a> {
-        name: &'a str,
-        depth: usize,
-        shape: Vec<Option<usize>>,
-        out: Vec<f32>,
-        path: Vec<usize>,
+impl<'de> Deserialize<'de> for BiasTensor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_tensor(d, "bias", 1, MAX_BIAS_VALUES).map(BiasTensor)
     }
-    impl Walk<'_> {
-        fn here(&self) -> String {
-            let mut s = self.name.to_string();
-            for p in &self.path {
-                s.push_str(&format!("[{p}]"));
-            }
-            s
-        }
-        fn visit(&mut self, v: &serde_json::Value) -> Result<(), KernelError> {
-            let d = self.path.len();
-            if d < self.depth {
-                let serde_json::Value::Array(items) = v else {
-                    return Err(invalid(format!(
-                        "{}: expected a {}-d array of numbers, got {} at {}",
-                        self.name,
-                        self.depth,
-                        json_kind(v),
-                        self.here()
-                    )));
-                };
-                match self.shape[d] {
-                    None => self.shape[d] = Some(items.len()),
-                    Some(n) if n != items.len() => {
-                        let first = format!("{}{}", self.name, "[0]".repeat(d));
-                        return Err(invalid(format!(
-                            "{}: ragged array: {} has {} elements but {} has {}",
-                            self.name,
-                            self.here(),
-                            items.len(),
-                            first,
-                            n
-                        )));
-                    }
-                    Some(_) => {}
-                }
-                for (i, item) in items.iter().enumerate() {
-                    self.path.push(i);
-                    self.visit(item)?;
-                    self.path.pop();
-                }
-                return Ok(());
-            }
-            let serde_json::Value::Number(n) = v else {
-                let what = if v.is_array() {
-                    format!(
-                        "{}: expected a {}-d array of numbers, got more levels at {}",
-                        self.name,
-                        self.depth,
-                        self.here()
-                    )
-                } else {
-                    format!("{}: expected a number, got {}", self.here(), json_kind(v))
-                };
-                return Err(invalid(what));
-            };
-            // serde_json holds every number as u64, i64 or f64, so as_f64 always succeeds; f64 -> f32 rounds to
-            // nearest and overflows to infinity (e.g. 1e39), which is rejected.
-            let x = n.as_f64().unwrap_or(f64::INFINITY) as f32;
-            if !x.is_finite() {
-                return Err(invalid(format!("{}: {n} is not a finite f32", self.here())));
-            }
-            self.out.push(x);
-            Ok(())
-        }
-    }
-    let mut w = Walk { name, depth, shape: vec![None; depth], out: Vec::new(), path: Vec::new() };
-    w.visit(v)?;
+}
+
+fn read_tensor<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    name: &'static str,
+    depth: usize,
+    max: usize,
+) -> Result<FlatTensor, D::Error> {
+    let mut w = TensorWalk { name, depth, max, shape: vec![None; depth], values: Vec::new(), path: Vec::new() };
+    serde::de::DeserializeSeed::deserialize(Level(&mut w), d)?;
     // Dimensions under an empty array are unknown: report the known prefix, e.g. `[]` has shape [0].
-    let shape: Vec<usize> = w.shape.iter().map_while(|d| *d).collect();
-    Ok((shape, w.out))
+    let shape = w.shape.iter().map_while(|d| *d).collect();
+    Ok(FlatTensor { shape, values: w.values })
+}
+
+struct TensorWalk {
+    name: &'static str,
+    depth: usize,
+    max: usize,
+    shape: Vec<Option<usize>>,
+    values: Vec<f32>,
+    /// Index of the element being read at each level.
+    path: Vec<usize>,
+}
+
+impl TensorWalk {
+    fn here(&self) -> String {
+        let mut s = self.name.to_string();
+        for p in &self.path {
+            s.push_str(&format!("[{p}]"));
+        }
+        s
+    }
+    /// The error for a non-array where an array belongs, or a non-number where a number belongs.
+    fn wrong(&self, kind: &str) -> String {
+        if self.path.len() < self.depth {
+            format!("{}: expected a {}-d array of numbers, got {kind} at {}", self.name, self.depth, self.here())
+        } else {
+            format!("{}: expected a number, got {kind}", self.here())
+        }
+    }
+    fn number<E: serde::de::Error>(&mut self, x: f64) -> Result<(), E> {
+        if self.path.len() < self.depth {
+            return Err(E::custom(self.wrong("a number")));
+        }
+        if self.values.len() >= self.max {
+            return Err(E::custom(format!("{}: more than {} values, more than any valid kernel", self.name, self.max)));
+        }
+        // f64 -> f32 rounds to nearest and overflows to infinity (e.g. 1e39), which is rejected.
+        let v = x as f32;
+        if !v.is_finite() {
+            return Err(E::custom(format!("{}: {x:e} is not a finite f32", self.here())));
+        }
+        self.values.push(v);
+        Ok(())
+    }
+}
+
+/// Reads one level of a nested array (or, at the last level, one number).
+struct Level<'w>(&'w mut TensorWalk);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Level<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Level<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a {}-d array of numbers", self.0.depth)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        let w = self.0;
+        let d = w.path.len();
+        if d == w.depth {
+            return Err(A::Error::custom(format!(
+                "{}: expected a {}-d array of numbers, got more levels at {}",
+                w.name,
+                w.depth,
+                w.here()
+            )));
+        }
+        let mut n = 0usize;
+        w.path.push(0);
+        while seq.next_element_seed(Level(&mut *w))?.is_some() {
+            n += 1;
+            w.path[d] = n;
+        }
+        w.path.pop();
+        match w.shape[d] {
+            None => w.shape[d] = Some(n),
+            Some(first) if first != n => {
+                return Err(A::Error::custom(format!(
+                    "{}: ragged array: {} has {n} elements but {}{} has {first}",
+                    w.name,
+                    w.here(),
+                    w.name,
+                    "[0]".repeat(d)
+                )));
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.0.number(v)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.number(v as f64)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.number(v as f64)
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(self.0.wrong("a string")))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(self.0.wrong("a boolean")))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Err(E::custom(self.0.wrong("null")))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(serde::de::Error::custom(self.0.wrong("an object")))
+    }
 }
 
 /// A tensor from a safetensors file as f32.
@@ -611,31 +676,31 @@ impl Kernel {
             let msg = e.to_string();
             if msg.starts_with("number out of range") {
                 invalid(format!("kernel JSON: {msg}: not a finite f32"))
+            } else if msg.starts_with("weight") || msg.starts_with("bias") {
+                // Our own messages from reading the tensors, with serde_json's position appended.
+                invalid(msg)
             } else {
                 invalid(format!("kernel JSON: {msg}"))
             }
         })?;
-        let weight = j
-            .weight
-            .as_ref()
-            .ok_or_else(|| invalid("weight: missing (kernel JSON needs at least `weight`, nested [out][in][k][k])"))?;
+        let Some(WeightTensor(FlatTensor { shape, values: weight })) = j.weight else {
+            return Err(invalid("weight: missing (kernel JSON needs at least `weight`, nested [out][in][k][k])"));
+        };
         let hints = ShapeHints {
             scale: j.scale,
             kernel_size: j.kernel_size,
             in_channels: j.in_channels,
             out_channels: j.out_channels,
         };
-        let (shape, weight) = flatten_json("weight", weight, 4)?;
         let (scale, kernel_size) = check_weight_shape(&shape, hints)?;
         let out = shape[0];
-        let bias = match &j.bias {
+        let bias = match j.bias {
             None => vec![0.0; out],
-            Some(b) => {
-                let (bshape, bias) = flatten_json("bias", b, 1)?;
-                if bshape != [out] {
-                    return Err(invalid(format!("bias: expected [{out}], got {}", fmt_shape(&bshape))));
+            Some(BiasTensor(b)) => {
+                if b.shape != [out] {
+                    return Err(invalid(format!("bias: expected [{out}], got {}", fmt_shape(&b.shape))));
                 }
-                bias
+                b.values
             }
         };
         Ok(Kernel::with_provenance(scale, kernel_size, weight, bias, j.init, j.initializer, j.seed))

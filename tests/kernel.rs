@@ -451,10 +451,10 @@ fn json_errors() {
             weight_json(&[12, 3, 1, 1]).replacen("[[[-0.25]],[[-0.125]],[[0.0]]]", "[[[-0.25]],[[-0.125]]]", 1),
             "weight: ragged array: weight[1] has 3 elements but weight[0] has 2",
         ),
-        (weight_json(&[12, 3, 1, 1]).replacen("-0.25", "1e39", 1), "weight[0][0][0][0]: 1e+39 is not a finite f32"),
+        (weight_json(&[12, 3, 1, 1]).replacen("-0.25", "1e39", 1), "weight[0][0][0][0]: 1e39 is not a finite f32"),
         (
             weight_json(&[12, 3, 1, 1]).replacen("-0.125", "-3.5e38", 1),
-            "weight[0][1][0][0]: -3.5e+38 is not a finite f32",
+            "weight[0][1][0][0]: -3.5e38 is not a finite f32",
         ),
         (weight_json(&[12, 3, 1, 1]).replacen("-0.25", "\"x\"", 1), "weight[0][0][0][0]: expected a number, got a string"),
         (weight_json(&[12, 3, 1, 1]).replacen("-0.25", "[1.0]", 1), "weight: expected a 4-d array of numbers, got more levels at weight[0][0][0][0]"),
@@ -463,7 +463,7 @@ fn json_errors() {
         (r#"{"weight":null}"#.into(), "weight: missing (kernel JSON needs at least `weight`, nested [out][in][k][k])"),
         (weight_json(&[12, 3, 1, 1]).replacen('{', r#"{"bias":[0.0,0.0],"#, 1), "bias: expected [12], got [2]"),
         (weight_json(&[12, 3, 1, 1]).replacen('{', r#"{"bias":[[0.0]],"#, 1), "bias: expected a 1-d array of numbers, got more levels at bias[0]"),
-        (weight_json(&[12, 3, 1, 1]).replacen('{', r#"{"bias":[1e40,0],"#, 1), "bias[0]: 1e+40 is not a finite f32"),
+        (weight_json(&[12, 3, 1, 1]).replacen('{', r#"{"bias":[1e40,0],"#, 1), "bias[0]: 1e40 is not a finite f32"),
         (weight_json(&[12, 3, 1, 1]).replacen('{', r#"{"scale":3,"#, 1), "weight: expected [27, 3, k, k] for scale 3, got [12, 3, 1, 1]"),
         (weight_json(&[12, 3, 1, 1]).replacen('{', r#"{"scale":9,"#, 1), "scale: must be 2 to 8, got 9"),
         (weight_json(&[12, 3, 1, 1]).replacen('{', r#"{"out_channels":27,"#, 1), "weight: expected [27, 3, k, k] for out_channels 27, got [12, 3, 1, 1]"),
@@ -477,8 +477,16 @@ fn json_errors() {
         (weight_json(&[12, 3, 1, 1]).replacen('{', r#"{"kernel_size":4,"#, 1), "kernel_size: must be odd, 1 to 9, got 4"),
     ];
     for (json, want) in cases {
-        assert_eq!(err_json(&json), want, "for {json:.120}");
+        // Errors found while the arrays are read also carry serde_json's position.
+        let got = err_json(&json);
+        let rest = got.strip_prefix(want).unwrap_or_else(|| panic!("for {json:.120}:\n got: {got}\nwant: {want}"));
+        assert!(rest.is_empty() || rest.starts_with(" at line 1 column "), "for {json:.120}: {got}");
     }
+    // Reading stops after the values of the largest valid kernel, whatever the size of the file.
+    let too_many = format!("{{\"weight\":[[[[{}0]]]]}}", "0,".repeat(192 * 3 * 81));
+    assert!(err_json(&too_many).starts_with("weight: more than 46656 values, more than any valid kernel at line 1"));
+    let too_many = format!("{{\"weight\":[[[[0]]]],\"bias\":[{}0]}}", "0,".repeat(192));
+    assert!(err_json(&too_many).starts_with("bias: more than 192 values"));
     // Messages from the JSON parser keep serde_json's position.
     let m = err_json(&weight_json(&[12, 3, 1, 1]).replacen("-0.25", "1e309", 1));
     assert!(
