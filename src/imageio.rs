@@ -86,6 +86,8 @@ pub struct EncodeStats {
 
 /// Bytes a decoder may allocate beyond the decoded pixels themselves (codec tables, row buffers, metadata).
 const DECODE_ALLOC_SLACK: u64 = 64 << 20;
+/// Bytes a codec may allocate while reading the header, before the dimensions are checked.
+const DECODE_OPEN_ALLOC: u64 = 64 << 20;
 /// Largest decoded pixel we budget for: RGBA f32 (TIFF float), 16 bytes. Images convert to at most 8 bytes/pixel.
 const MAX_BYTES_PER_DECODED_PIXEL: u64 = 16;
 /// Longest decoder message passed on to the caller.
@@ -191,24 +193,19 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImageError
     let guessed = reader.format();
     let name = guessed.and_then(format_name).ok_or_else(|| unsupported_format(bytes, guessed))?;
 
-    // Opening the codec reads only the header. Cap what it may allocate while doing so by the largest image the
-    // limits allow; no width/height limit here, so that over-size headers reach our own check and its message.
+    // Opening the codec reads the header (and, for PNG, the metadata chunks before the pixel data). No width or
+    // height limit here, so over-size headers reach our own check and its message; the allocation cap bounds what
+    // compressed metadata (a PNG iCCP or zTXt bomb) may inflate to, and leaves room for one row of the widest image.
     let mut open_limits = image::Limits::default();
-    open_limits.max_alloc =
-        Some(limits.max_input_pixels.saturating_mul(MAX_BYTES_PER_DECODED_PIXEL).saturating_add(DECODE_ALLOC_SLACK));
+    open_limits.max_alloc = Some(DECODE_OPEN_ALLOC);
     reader.limits(open_limits);
     let mut decoder = reader.into_decoder().map_err(|e| decode_error(name, e))?;
 
     let (width, height) = decoder.dimensions();
     check_dimensions(width, height, limits)?;
 
-    // Metadata is best effort: a broken EXIF or ICC block must not make a decodable picture fail. Note: image
-    // bounds TIFF tag values by the image's buffer size (~32 bytes of image per profile byte), so a tiny TIFF
-    // with a large profile loses the profile, which is the safe side for hostile input.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let icc_profile = decoder.icc_profile().ok().flatten().filter(|p| !p.is_empty());
-
-    // Second fence: the codec itself now refuses anything larger than what the header promised.
+    // Second fence: the codec itself now refuses anything larger than what the header promised (a GIF frame
+    // larger than its logical screen, a TIFF strip larger than its image, ...).
     let mut fence = image::Limits::default();
     fence.max_image_width = Some(width);
     fence.max_image_height = Some(height);
@@ -216,6 +213,12 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImageError
         (width as u64 * height as u64).saturating_mul(MAX_BYTES_PER_DECODED_PIXEL).saturating_add(DECODE_ALLOC_SLACK),
     );
     decoder.set_limits(fence).map_err(|e| decode_error(name, e))?;
+
+    // Metadata is best effort: a broken EXIF or ICC block must not make a decodable picture fail. Note: image
+    // bounds TIFF tag values by the image's buffer size (~32 bytes of image per profile byte), so a tiny TIFF
+    // with a large profile loses the profile, which is the safe side for hostile input.
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let icc_profile = decoder.icc_profile().ok().flatten().filter(|p| !p.is_empty());
 
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(name, e))?;
     img.apply_orientation(orientation);

@@ -121,6 +121,25 @@ fn header_bomb_is_rejected_before_decoding() {
     }
 }
 
+/// A PNG whose compressed iCCP profile inflates to 80 MiB (from a file of about 80 KB) is refused while the header
+/// is read with the allocation capped (64 MiB), instead of inflating the bomb: the profile is dropped (or the image
+/// refused as TooLarge), never a panic or an abort.
+#[test]
+fn icc_bomb_is_refused() {
+    use image::ImageEncoder;
+    let mut bomb = Vec::new();
+    let mut enc = image::codecs::png::PngEncoder::new(&mut bomb);
+    enc.set_icc_profile(vec![0u8; 80 << 20]).unwrap();
+    enc.write_image(&[1, 2, 3], 1, 1, image::ExtendedColorType::Rgb8).unwrap();
+    assert!(bomb.len() < 1 << 20, "the bomb is small: {} bytes", bomb.len());
+    match imageio::decode(&bomb, &LIMITS) {
+        // png gives up on the profile at the cap and decodes the pixels without it.
+        Ok(d) => assert_eq!((d.icc_profile, d.image.width), (None, 1)),
+        Err(ImageError::TooLarge(msg)) => assert!(msg.contains("memory"), "{msg}"),
+        Err(e) => panic!("expected the image without its profile, or TooLarge; got {e:?}"),
+    }
+}
+
 /// The output limit is checked from the header too: 5000x5000 is a fine input, but 4x is 400 Mpx out.
 #[test]
 fn output_limit_is_checked_from_the_header() {
