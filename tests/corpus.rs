@@ -116,8 +116,10 @@ fn check_png(case: &Case, a: &Answer) -> Result<(), String> {
 
 async fn run_case(c: &reqwest::Client, server: &TestServer, case: &Case) -> Result<(), String> {
     let body = corpus_file(&case.file);
-    let url = if case.query.is_empty() { server.url("/upscale") } else { server.url(&format!("/upscale?{}", case.query)) };
+    let url =
+        if case.query.is_empty() { server.url("/upscale") } else { server.url(&format!("/upscale?{}", case.query)) };
     let a = send(c.post(url).header("content-type", &case.content_type).body(body)).await?;
+    eprintln!("{:<32} {} ({} bytes)", case.name, a.status, a.body.len());
     let allowed = case.status_any.clone().unwrap_or_else(|| vec![case.status.expect("status or status_any")]);
     if !allowed.contains(&a.status) {
         return Err(format!("status {}, expected {allowed:?}; body: {}", a.status, hostile::lossy(&a.body)));
@@ -233,9 +235,13 @@ async fn bad_query_values_are_400_naming_the_problem() {
         }
     }
     // The good spellings of the same parameters are accepted (so the 400s above are about the values).
-    for q in ["scale=8&kernel_size=9", "scale=2&kernel_size=1&seed=18446744073709551615", "init=plain&initializer=dirac",
-        "init=default", "scale=%32"]
-    {
+    for q in [
+        "scale=8&kernel_size=9",
+        "scale=2&kernel_size=1&seed=18446744073709551615",
+        "init=plain&initializer=dirac",
+        "init=default",
+        "scale=%32",
+    ] {
         match send(c.get(server.url(&format!("/kernel?{q}")))).await {
             Ok(a) if a.status == 200 => {}
             Ok(a) => failures.push(format!("GET /kernel?{q}: status {}, expected 200", a.status)),
@@ -310,7 +316,12 @@ async fn bad_kernel_json_is_400() {
         ("1e39 (f32 overflow)", format!("{{\"weight\":{}}}", nested(&[12, 3, 1, 1], "1e39")), "", &["finite"]),
         ("1e999", format!("{{\"weight\":{}}}", nested(&[12, 3, 1, 1], "1e999")), "", &["kernel"]),
         ("NaN literal", format!("{{\"weight\":{}}}", nested(&[12, 3, 1, 1], "NaN")), "", &["kernel"]),
-        ("Infinity literal", format!("{{\"weight\":{w_r2k1},\"bias\":{}}}", nested(&[12], "Infinity")), "", &["kernel"]),
+        (
+            "Infinity literal",
+            format!("{{\"weight\":{w_r2k1},\"bias\":{}}}", nested(&[12], "Infinity")),
+            "",
+            &["kernel"],
+        ),
         ("query scale contradicts kernel", good.clone(), "scale=3", &["scale"]),
         ("query kernel_size contradicts kernel", good.clone(), "kernel_size=3", &["kernel_size"]),
     ];
@@ -362,7 +373,11 @@ async fn bad_kernel_json_is_400() {
 
 /// Reads one HTTP/1.1 response from a raw socket after sending `head` and up to `body_bytes` of body; the body is
 /// streamed in chunks so the server can answer before it has all been sent. Returns the status and the body.
-async fn raw_upload(addr: std::net::SocketAddr, head: &str, body_bytes: usize) -> Result<(u16, Vec<u8>, String), String> {
+async fn raw_upload(
+    addr: std::net::SocketAddr,
+    head: &str,
+    body_bytes: usize,
+) -> Result<(u16, Vec<u8>, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
@@ -380,7 +395,8 @@ async fn raw_upload(addr: std::net::SocketAddr, head: &str, body_bytes: usize) -
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (headers, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no response: {text:?}"))?;
-    let status = headers.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status line: {headers:?}"))?;
+    let status =
+        headers.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status line: {headers:?}"))?;
     Ok((status, body.as_bytes().to_vec(), headers.to_lowercase()))
 }
 

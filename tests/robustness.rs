@@ -40,62 +40,62 @@ fn args(jobs: usize, queue: usize) -> ServeArgs {
     ServeArgs { max_concurrent_jobs: jobs, max_queue: queue, ..hostile::args() }
 }
 
-/// A raw HTTP/1.1 `POST /upscale` whose headers are sent with `Expect: 100-continue`; returns once the service has
-/// answered `100 Continue` (admitted, reading the body) or with the final answer if it refused at once.
+/// A raw HTTP/1.1 `POST /upscale` with its head and the first half of its body sent; the rest waits for
+/// [`HeldUpload::finish`]. The service admits a request (takes a place in the job pool) before reading its body,
+/// so a held upload holds a place; [`wait_admitted`] tells when the service has counted it.
 struct HeldUpload {
     stream: TcpStream,
-    body: Vec<u8>,
+    rest: Vec<u8>,
 }
 
-enum Held {
-    Admitted(HeldUpload),
-    Refused(RawAnswer),
-}
-
-async fn hold_upload(addr: SocketAddr, query: &str, body: Vec<u8>) -> Held {
+async fn start_upload(addr: SocketAddr, query: &str, body: &[u8]) -> HeldUpload {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let head = format!(
         "POST /upscale{query} HTTP/1.1\r\nhost: test\r\ncontent-type: image/png\r\ncontent-length: {}\r\n\
-         expect: 100-continue\r\nconnection: close\r\n\r\n",
+         connection: close\r\n\r\n",
         body.len()
     );
+    let half = body.len() / 2;
     stream.write_all(head.as_bytes()).await.expect("send head");
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    // Read the interim or final status line and headers, byte by byte up to the blank line.
-    while !buf.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(BOUND, stream.read(&mut byte)).await.expect("no answer to the request head") {
-            Ok(1) => buf.push(byte[0]),
-            other => panic!("connection ended before an answer ({other:?}): {:?}", String::from_utf8_lossy(&buf)),
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    if text.starts_with("HTTP/1.1 100") {
-        Held::Admitted(HeldUpload { stream, body })
-    } else {
-        let mut rest = Vec::new();
-        let _ = tokio::time::timeout(BOUND, stream.read_to_end(&mut rest)).await;
-        Held::Refused(parse_answer(&[buf, rest].concat()))
-    }
+    stream.write_all(&body[..half]).await.expect("send half the body");
+    HeldUpload { stream, rest: body[half..].to_vec() }
 }
 
-/// [`hold_upload`] until admitted: a 503 only means the service has not yet seen an earlier client go away, so
-/// retry (bounded: 100 times, 100 ms apart) and fail if the place is never freed.
-async fn admit(addr: SocketAddr, query: &str, body: &[u8], why: &str) -> HeldUpload {
-    for _ in 0..100 {
-        match hold_upload(addr, query, body.to_vec()).await {
-            Held::Admitted(h) => return h,
-            Held::Refused(a) if a.status == 503 => tokio::time::sleep(Duration::from_millis(100)).await,
-            Held::Refused(a) => panic!("{why}: refused with {}: {}", a.status, hostile::lossy(&a.body)),
+/// Admitted requests (queued + running) as `/metrics` reports them, over a fresh connection.
+async fn admitted(addr: SocketAddr) -> usize {
+    let mut s = TcpStream::connect(addr).await.expect("connect for /metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").await.expect("send");
+    let mut buf = Vec::new();
+    tokio::time::timeout(BOUND, s.read_to_end(&mut buf)).await.expect("/metrics in time").expect("read");
+    let a = parse_answer(&buf);
+    assert_eq!(a.status, 200, "/metrics");
+    let text = String::from_utf8_lossy(&a.body).into_owned();
+    let gauge = |name: &str| -> usize {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as usize)
+    };
+    gauge("icnr_upscale_jobs_queued") + gauge("icnr_upscale_jobs_running")
+}
+
+/// Waits (bounded: 10 s, polling) until the service counts exactly `n` admitted requests.
+async fn wait_admitted(addr: SocketAddr, n: usize, why: &str) {
+    let mut last = usize::MAX;
+    for _ in 0..500 {
+        last = admitted(addr).await;
+        if last == n {
+            return;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{why}: never admitted: a place was not freed")
+    panic!("{why}: the service counts {last} admitted requests, expected {n}");
 }
 
 impl HeldUpload {
     /// Sends the rest of the body and reads the final answer.
     async fn finish(mut self) -> RawAnswer {
-        self.stream.write_all(&self.body).await.expect("send body");
+        self.stream.write_all(&self.rest).await.expect("send the rest of the body");
         let mut buf = Vec::new();
         tokio::time::timeout(BOUND, self.stream.read_to_end(&mut buf)).await.expect("answer in time").expect("read");
         parse_answer(&buf)
@@ -121,10 +121,8 @@ fn parse_answer(bytes: &[u8]) -> RawAnswer {
     let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines.next().and_then(|l| l.get(9..12)).and_then(|s| s.parse().ok()).expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())).collect();
     let raw = &bytes[split + 4..];
     let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     let body = if chunked { dechunk(raw) } else { raw.to_vec() };
@@ -152,8 +150,11 @@ async fn healthz(c: &reqwest::Client, server: &TestServer) -> u16 {
 }
 
 async fn upscale_status(c: &reqwest::Client, server: &TestServer, body: Vec<u8>) -> u16 {
-    match tokio::time::timeout(BOUND, c.post(server.url("/upscale")).header("content-type", "image/png").body(body).send())
-        .await
+    match tokio::time::timeout(
+        BOUND,
+        c.post(server.url("/upscale")).header("content-type", "image/png").body(body).send(),
+    )
+    .await
     {
         Ok(Ok(r)) => {
             let s = r.status().as_u16();
@@ -173,16 +174,9 @@ async fn overload_sheds_surplus_with_503_and_completes_admitted() {
     let c = client();
     let mut held = Vec::new();
     for _ in 0..3 {
-        match hold_upload(server.addr, "?scale=2", small_png()).await {
-            Held::Admitted(h) => held.push(h),
-            Held::Refused(a) => panic!("one of the first three requests was refused: {} {:?}", a.status, a.body),
-        }
+        held.push(start_upload(server.addr, "?scale=2", &small_png()).await);
     }
-    // A fourth is shed at once, even before sending its body.
-    match hold_upload(server.addr, "", small_png()).await {
-        Held::Refused(a) => assert_eq!(a.status, 503, "a fourth request over capacity"),
-        Held::Admitted(_) => panic!("a fourth request was admitted with 1 job + 2 queue places all taken"),
-    }
+    wait_admitted(server.addr, 3, "three held uploads").await;
     let tasks: Vec<_> = (0..64)
         .map(|_| {
             let c = c.clone();
@@ -288,32 +282,35 @@ async fn disconnects_mid_upload_and_mid_download_free_their_place() {
     let png = small_png();
     let big = noise_png(512, 512);
 
-    // Mid-upload, five times over: admitted (100 Continue), half the body, gone.
-    for _ in 0..5 {
-        let mut h = admit(server.addr, "", &png, "mid-upload client").await;
-        let half = h.body.len() / 2;
-        h.stream.write_all(&h.body[..half]).await.expect("half the body");
+    // Mid-upload, five times over: admitted, half the body, gone; the place comes back each time.
+    for i in 0..5 {
+        let h = start_upload(server.addr, "", &png).await;
+        wait_admitted(server.addr, 1, &format!("mid-upload client {i}")).await;
         drop(h);
+        wait_admitted(server.addr, 0, &format!("after mid-upload client {i} left")).await;
     }
-    // Full upload of a large job, then gone before the answer (the job is dropped or stopped).
-    for _ in 0..2 {
-        let mut h = admit(server.addr, "?scale=4", &big, "after the mid-upload disconnects").await;
-        let body = std::mem::take(&mut h.body);
-        h.stream.write_all(&body).await.expect("body");
+    // Full upload of a large job (512x512 at scale 4), then gone before the answer: the job is dropped or stopped.
+    for i in 0..2 {
+        let mut h = start_upload(server.addr, "?scale=4", &big).await;
+        let rest = std::mem::take(&mut h.rest);
+        h.stream.write_all(&rest).await.expect("the rest of the body");
+        wait_admitted(server.addr, 1, &format!("full upload {i}")).await;
         drop(h);
+        wait_admitted(server.addr, 0, &format!("after full upload {i} left")).await;
     }
     // Mid-download: a 1024x1024 noise PNG (about 3 MB) read 16 KB at most, then gone.
-    for _ in 0..2 {
-        let mut h = admit(server.addr, "", &big, "after the disconnects before the answer").await;
-        let body = std::mem::take(&mut h.body);
-        h.stream.write_all(&body).await.expect("body");
+    for i in 0..2 {
+        let mut h = start_upload(server.addr, "", &big).await;
+        let rest = std::mem::take(&mut h.rest);
+        h.stream.write_all(&rest).await.expect("the rest of the body");
         let mut part = vec![0u8; 16 * 1024];
         let n = tokio::time::timeout(BOUND, h.stream.read(&mut part)).await.expect("answer starts").expect("read");
         assert!(n > 0 && part.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&part[..n.min(200)]));
         drop(h);
+        wait_admitted(server.addr, 0, &format!("after mid-download client {i} left")).await;
     }
     assert_eq!(healthz(&c, &server).await, 200);
-    let a = admit(server.addr, "", &png, "a normal request after the disconnects").await.finish().await;
+    let a = start_upload(server.addr, "", &png).await.finish().await;
     assert_eq!(a.status, 200, "a normal request after the disconnects: {}", hostile::lossy(&a.body));
     server.shutdown().await.expect("clean shutdown");
 }
@@ -325,7 +322,8 @@ async fn slow_client_gets_504_and_frees_its_place() {
     let server = TestServer::start(ServeArgs { request_timeout_secs: 1, ..args(1, 0) }).await;
     let c = client();
     let png = small_png();
-    let Held::Admitted(h) = hold_upload(server.addr, "", png.clone()).await else { panic!("not admitted") };
+    let h = start_upload(server.addr, "", &png).await;
+    wait_admitted(server.addr, 1, "the slow client").await;
     let (mut rd, mut wr) = h.stream.into_split();
     let trickle = tokio::spawn(async move {
         // At most 60 bytes, 10 per second: the body is never complete, the loop is bounded.
@@ -354,9 +352,9 @@ async fn graceful_shutdown_completes_in_flight_requests() {
     let server = TestServer::start(args(1, 4)).await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        let Held::Admitted(h) = hold_upload(server.addr, "", small_png()).await else { panic!("not admitted") };
-        held.push(h);
+        held.push(start_upload(server.addr, "", &small_png()).await);
     }
+    wait_admitted(server.addr, 3, "three uploads in flight").await;
     let addr = server.addr;
     let stopping = tokio::spawn(server.shutdown());
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -390,19 +388,22 @@ async fn sigterm_under_load_drains_and_exits_0() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_icnr-upscale"))
         .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json", "--max-concurrent-jobs", "1"])
         .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start icnr-upscale serve");
-    let stderr = child.stderr.take().expect("stderr");
+    // The log goes to stdout or stderr (either is fine): read both, keep draining them so the server never blocks.
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+    let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().expect("stdout"));
+    let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().expect("stderr"));
+    for pipe in [out, err] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
             }
-        }
-    });
+        });
+    }
     // The listening line names the bound address.
     let addr: SocketAddr = loop {
         let line = rx.recv_timeout(BOUND).expect("the server logs its address");
@@ -411,7 +412,8 @@ async fn sigterm_under_load_drains_and_exits_0() {
             break a.parse().expect("addr");
         }
     };
-    let Held::Admitted(h) = hold_upload(addr, "", small_png()).await else { panic!("not admitted") };
+    let h = start_upload(addr, "", &small_png()).await;
+    wait_admitted(addr, 1, "the upload in flight").await;
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -436,4 +438,83 @@ async fn sigterm_under_load_drains_and_exits_0() {
     .expect("wait task");
     let exit = exit.expect("the server exits after SIGTERM");
     assert_eq!(exit.code(), Some(0), "exit status after SIGTERM: {exit:?}");
+}
+
+/// Sends one request with a body on an open keep-alive connection and reads one answer (`Content-Length` framed).
+async fn keepalive_exchange(s: &mut TcpStream, method: &str, path: &str, ct: &str, body: &[u8]) -> Option<RawAnswer> {
+    let head = format!("{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n", body.len());
+    if s.write_all(head.as_bytes()).await.is_err() || s.write_all(body).await.is_err() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..split]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= split + 4 + len {
+                return Some(parse_answer(&buf[..split + 4 + len]));
+            }
+        }
+        match tokio::time::timeout(BOUND, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// Answers given before the body is needed (400 bad query, 415 content type, 503 shed, 404, 405) to a request
+/// with a large body still reach the client, and the keep-alive connection stays usable for the next request
+/// (or the answer says `Connection: close`). Otherwise a pooled client, still sending, sees a reset instead of
+/// the answer, or its next request on that connection fails (`BrokenPipe` / `IncompleteMessage`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answers_to_large_bodies_keep_the_connection_usable() {
+    let server = TestServer::start(args(1, 0)).await;
+    let big = noise_png(128, 128); // about 48 KB, more than the server reads with the request head
+    let mut failures = Vec::new();
+    let cases: &[(&str, &str, &str, u16)] = &[
+        ("POST", "/upscale?scale=0", "image/png", 400),
+        ("POST", "/upscale", "text/plain", 415),
+        ("POST", "/nope", "image/png", 404),
+        ("POST", "/healthz", "image/png", 405),
+        ("POST", "/upscale", "image/png", 503),
+    ];
+    for &(method, path, ct, want) in cases {
+        // The 503 case: the only place is held by another upload.
+        let holder = if want == 503 {
+            let h = start_upload(server.addr, "", &small_png()).await;
+            wait_admitted(server.addr, 1, "the holder").await;
+            Some(h)
+        } else {
+            None
+        };
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        match keepalive_exchange(&mut s, method, path, ct, &big).await {
+            None => failures.push(format!("{method} {path}: no answer (connection reset before it)")),
+            Some(a) if a.status != want => failures.push(format!("{method} {path}: status {}, expected {want}", a.status)),
+            Some(a) => {
+                let closes = a.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                if !closes {
+                    match keepalive_exchange(&mut s, "GET", "/healthz", "text/plain", b"").await {
+                        Some(h) if h.status == 200 => {}
+                        other => failures.push(format!(
+                            "{method} {path} -> {want} without `Connection: close`, then the connection was unusable \
+                             (next request: {:?})",
+                            other.map(|h| h.status)
+                        )),
+                    }
+                }
+            }
+        }
+        if let Some(h) = holder {
+            assert_eq!(h.finish().await.status, 200);
+            wait_admitted(server.addr, 0, "holder done").await;
+        }
+    }
+    server.shutdown().await.expect("clean shutdown");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
