@@ -442,7 +442,10 @@ async fn sigterm_under_load_drains_and_exits_0() {
 
 /// Sends one request with a body on an open keep-alive connection and reads one answer (`Content-Length` framed).
 async fn keepalive_exchange(s: &mut TcpStream, method: &str, path: &str, ct: &str, body: &[u8]) -> Option<RawAnswer> {
-    let head = format!("{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
     if s.write_all(head.as_bytes()).await.is_err() || s.write_all(body).await.is_err() {
         return None;
     }
@@ -495,7 +498,9 @@ async fn early_answers_to_large_bodies_keep_the_connection_usable() {
         let mut s = TcpStream::connect(server.addr).await.expect("connect");
         match keepalive_exchange(&mut s, method, path, ct, &big).await {
             None => failures.push(format!("{method} {path}: no answer (connection reset before it)")),
-            Some(a) if a.status != want => failures.push(format!("{method} {path}: status {}, expected {want}", a.status)),
+            Some(a) if a.status != want => {
+                failures.push(format!("{method} {path}: status {}, expected {want}", a.status))
+            }
             Some(a) => {
                 let closes = a.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
                 if !closes {

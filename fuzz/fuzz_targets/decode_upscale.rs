@@ -29,7 +29,8 @@ fn upscalers() -> &'static [Upscaler; 3] {
 
 fuzz_target!(|data: &[u8]| {
     let up = &upscalers()[data.len() % 3];
-    let limits = DecodeLimits { max_input_pixels: MAX_INPUT_PIXELS, max_output_pixels: MAX_OUTPUT_PIXELS, scale: up.scale() };
+    let limits =
+        DecodeLimits { max_input_pixels: MAX_INPUT_PIXELS, max_output_pixels: MAX_OUTPUT_PIXELS, scale: up.scale() };
     let decoded = match decode(data, &limits) {
         Ok(d) => d,
         Err(ImageError::Unsupported(msg) | ImageError::TooLarge(msg)) => {
@@ -39,16 +40,14 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("decode returned an error that is not the caller's: {e:?}"),
     };
     let img = &decoded.image;
-    assert!(img.width as u64 * img.height as u64 <= MAX_INPUT_PIXELS, "decode let {}x{} through", img.width, img.height);
-    let stats = upscale_to_png(
-        std::io::sink(),
-        up,
-        img,
-        decoded.icc_profile.as_deref(),
-        Compression::Fast,
-        &|| false,
-    )
-    .expect("upscaling a decoded image into a sink cannot fail");
+    assert!(
+        img.width as u64 * img.height as u64 <= MAX_INPUT_PIXELS,
+        "decode let {}x{} through",
+        img.width,
+        img.height
+    );
+    let stats = upscale_to_png(std::io::sink(), up, img, decoded.icc_profile.as_deref(), Compression::Fast, &|| false)
+        .expect("upscaling a decoded image into a sink cannot fail");
     assert_eq!((stats.width, stats.height), (img.width * up.scale(), img.height * up.scale()));
     assert_eq!(stats.channels, img.out_channels());
     assert_eq!(stats.bit_depth, img.bit_depth());
