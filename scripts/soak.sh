@@ -51,7 +51,7 @@ ADDR=
 start_server() { # extra serve flags...
     local log="$OUT/server_$1.log"
     shift
-    "$BIN" serve --bind 127.0.0.1:0 --log-format json "$@" 2>"$log" >/dev/null &
+    "$BIN" serve --bind 127.0.0.1:0 --log-format json "$@" >"$log" 2>&1 &
     PID=$!
     ADDR=
     for _ in $(seq 1 200); do # at most 20 s
