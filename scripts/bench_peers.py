@@ -131,7 +131,7 @@ def run_ours(binary: str, size: int, scale: int, k: int, init: str, threads: int
         binary, "bench", "--size", str(size), "--scale", str(scale), "--kernel-size", str(k),
         "--init", init, "--threads", str(threads), "--iters", str(iters),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
@@ -148,7 +148,7 @@ def run_ours(binary: str, size: int, scale: int, k: int, init: str, threads: int
 def machine_info() -> dict:
     info = {"python": platform.python_version(), "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
         for line in out.splitlines():
             key, _, val = line.partition(":")
             if key.strip() == "Model name":
@@ -228,11 +228,11 @@ def main() -> int:
                   f"{ref.shape}, max abs err {err}", file=sys.stderr)
             return 1
 
-        def torch_fn():
+        def torch_fn(model=model, x=x):
             with torch.inference_mode():
                 model(x)
 
-        def ort_fn():
+        def ort_fn(sess=sess, xn=xn):
             sess.run(None, {"x": xn})
 
         s = {name: Samples() for name in ("torch", "ort", "untied", "icnr")}
@@ -263,8 +263,8 @@ def main() -> int:
         print(f"# done {size}x{size} r={scale} k={k}: torch {fmt(row['torch_ms'])} ms, ort {fmt(row['ort_ms'])} ms, "
               f"untied {fmt(row['untied_ms'])} ms, icnr {fmt(row['icnr_ms'])} ms", flush=True)
 
-    hdr = ("| job (float32, {t} threads) | PyTorch ms | ORT ms | ours untied ms | ours ICNR ms | PyTorch/untied "
-           "| ORT/untied | ICNR/untied | PyTorch/ICNR | ORT/ICNR | untied GFLOP/s | path |").format(t=args.threads)
+    hdr = (f"| job (float32, {args.threads} threads) | PyTorch ms | ORT ms | ours untied ms | ours ICNR ms "
+           "| PyTorch/untied | ORT/untied | ICNR/untied | PyTorch/ICNR | ORT/ICNR | untied GFLOP/s | path |")
     print()
     print(hdr)
     print("|" + " --- |" * (hdr.count("|") - 1))

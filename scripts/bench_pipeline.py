@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Whole-pipeline benchmark: `icnr-upscale upscale in.png out.png` against the in-process Python pipeline.
 
-The job: a 1024x1024 RGB PNG in, the 2x upscale (Conv2d(3 -> 12, k=3) + PixelShuffle(2), ICNR weights) out as a
-2048x2048 PNG written with fast compression.
+The job: a 1024x1024 RGB PNG in, the 2x upscale (Conv2d(3 -> 12, k=3) + PixelShuffle(2)) out as a 2048x2048 PNG
+written with fast compression. Both sides use the very same kernel: the Python side loads `icnr-upscale kernel`'s JSON
+into torch, and the script checks that the two output images agree within 1 LSB. (Same weights matter: the output's
+content decides how long PNG encoding takes.) ICNR (the CLI default) is the target row; `--also-untied` adds
+`--init default`, where the engine cannot use its ICNR fast path.
 
 - Python (in-process, so it pays no interpreter or torch import start-up: generous to it): Pillow decode ->
   torch tensor /255 -> Conv2d + PixelShuffle (`torch.set_num_threads(2)`, `inference_mode`) -> clamp/round to u8 ->
@@ -78,7 +81,7 @@ def write_test_image(size: int, path: str, seed: int = 7) -> None:
 
 
 def icnr_model(torch, scale: int, k: int, seed: int = 0):
-    """Conv2d + PixelShuffle with ICNR(kaiming_normal) weights (repeat_interleave) and a zero bias."""
+    """Conv2d + PixelShuffle with ICNR(kaiming_normal) weights (repeat_interleave) and a zero bias, from torch's RNG."""
     torch.manual_seed(seed)
     conv = torch.nn.Conv2d(3, 3 * scale * scale, k, padding=k // 2)
     w0 = torch.empty(3, 3, k, k)
@@ -87,6 +90,17 @@ def icnr_model(torch, scale: int, k: int, seed: int = 0):
         conv.weight.copy_(w0.repeat_interleave(scale * scale, dim=0))
         conv.bias.zero_()
     return torch.nn.Sequential(conv, torch.nn.PixelShuffle(scale)).eval()
+
+
+def model_from_kernel_json(torch, text: str):
+    """Conv2d + PixelShuffle loaded from icnr-upscale's kernel JSON (`torch.tensor(j["weight"])` loads it)."""
+    j = json.loads(text)
+    k, r = j["kernel_size"], j["scale"]
+    conv = torch.nn.Conv2d(j["in_channels"], j["out_channels"], k, padding=k // 2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor(j["weight"], dtype=torch.float32))
+        conv.bias.copy_(torch.tensor(j.get("bias") or [0.0] * j["out_channels"], dtype=torch.float32))
+    return torch.nn.Sequential(conv, torch.nn.PixelShuffle(r)).eval()
 
 
 def python_pipeline(torch, model, inp: str, out: str) -> tuple[float, float, float]:
@@ -137,7 +151,7 @@ def peak_rss_mb(cmd: list[str], runs: int = 3) -> float | None:
         return None
     best = 0.0
     for _ in range(runs):
-        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], check=False, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-500:]}")
         m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
@@ -175,6 +189,7 @@ def main() -> int:
     if not args.skip_ours and not os.access(args.bin, os.X_OK):
         ap.error(f"{args.bin} is not an executable: run `cargo build --release` first, or pass --skip-ours")
 
+    import numpy as np
     import torch
     from PIL import Image
 
@@ -190,66 +205,89 @@ def main() -> int:
         print(f"# input {inp}: {w}x{h}, {in_kb:.0f} KiB; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
               f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC", flush=True)
 
-        # Python, in-process.
-        model = icnr_model(torch, args.scale, args.kernel_size)
-        py_out = os.path.join(workdir, "py_out.png")
-        for _ in range(args.warmup):
-            python_pipeline(torch, model, inp, py_out)
-        stages = [python_pipeline(torch, model, inp, py_out) for _ in range(args.runs)]
-        py_total = statistics.median(sum(s) for s in stages)
-        py_dec, py_conv, py_enc = (statistics.median(s[i] for s in stages) for i in range(3))
-        with Image.open(py_out) as im:
-            assert im.size == (w * args.scale, h * args.scale), im.size
-        py_out_kb = os.path.getsize(py_out) / 1024
-        print(f"# python: {py_total:.1f} ms (decode {py_dec:.1f}, conv {py_conv:.1f}, encode {py_enc:.1f}); "
-              f"output {py_out_kb:.0f} KiB", flush=True)
-        # The same pipeline as its own process, for its peak RSS (torch import included).
-        py_rss = peak_rss_mb([sys.executable, os.path.abspath(__file__), "--once", inp, py_out,
-                              "--scale", str(args.scale), "--kernel-size", str(args.kernel_size),
-                              "--threads", str(args.threads)], runs=1)
-
-        rows = [{"name": "Python (Pillow + PyTorch + Pillow, in-process)", "median_ms": py_total,
-                 "decode_ms": py_dec, "conv_ms": py_conv, "encode_ms": py_enc, "peak_rss_mb": py_rss,
-                 "peak_rss_note": "separate process, torch import included",
-                 "output_kib": py_out_kb}]
-        if not args.skip_ours:
-            inits = ["icnr"] + (["default"] if args.also_untied else [])
-            for init in inits:
-                out = os.path.join(workdir, f"ours_{init}.png")
-                cmd = [os.path.abspath(args.bin), "upscale", inp, out, "--scale", str(args.scale),
-                       "--kernel-size", str(args.kernel_size), "--init", init]
-                first = subprocess.run(cmd, capture_output=True, text=True)
-                if first.returncode != 0:
-                    print(f"{' '.join(cmd)} exited {first.returncode}: {first.stderr.strip()}", file=sys.stderr)
-                    return 1
-                print(f"# {' '.join(cmd)}\n#   -> {first.stdout.strip()}", flush=True)
-                with Image.open(out) as im:
-                    assert im.size == (w * args.scale, h * args.scale), im.size
-                if shutil.which("hyperfine"):
-                    med, times = time_cli_hyperfine(cmd, args.runs, args.warmup, workdir)
-                    timer = "hyperfine"
-                else:
-                    med, times = time_cli_subprocess(cmd, args.runs, args.warmup)
-                    timer = "subprocess"
-                rss = peak_rss_mb(cmd)
-                rows.append({"name": f"icnr-upscale upscale --init {init} (whole process)", "median_ms": med,
-                             "min_ms": min(times), "peak_rss_mb": rss, "timer": timer,
-                             "output_kib": os.path.getsize(out) / 1024, "command": " ".join(cmd)})
-                print(f"# ours --init {init}: {med:.1f} ms ({timer}, min {min(times):.1f}), peak RSS "
-                      f"{'-' if rss is None else f'{rss:.1f} MB'}", flush=True)
+        inits = ["icnr"] + (["default"] if args.also_untied else [])
+        rows = []
+        for init in inits:
+            # The same kernel on both sides: icnr-upscale's own kernel JSON, loaded into torch. Without --bin (only
+            # with --skip-ours) torch's own ICNR weights stand in.
+            cmd_kernel = [os.path.abspath(args.bin), "kernel", "--scale", str(args.scale),
+                          "--kernel-size", str(args.kernel_size), "--init", init]
+            if args.skip_ours:
+                if init != "icnr":
+                    continue
+                model = icnr_model(torch, args.scale, args.kernel_size)
+            else:
+                model = model_from_kernel_json(torch, subprocess.run(cmd_kernel, check=True, capture_output=True,
+                                                                     text=True).stdout)
+            py_out = os.path.join(workdir, f"py_{init}.png")
+            for _ in range(args.warmup):
+                python_pipeline(torch, model, inp, py_out)
+            stages = [python_pipeline(torch, model, inp, py_out) for _ in range(args.runs)]
+            py_total = statistics.median(sum(st) for st in stages)
+            py_dec, py_conv, py_enc = (statistics.median(st[i] for st in stages) for i in range(3))
+            with Image.open(py_out) as im:
+                assert im.size == (w * args.scale, h * args.scale), im.size
+            print(f"# python --init {init}: {py_total:.1f} ms (decode {py_dec:.1f}, conv {py_conv:.1f}, encode "
+                  f"{py_enc:.1f}); output {os.path.getsize(py_out) / 1024:.0f} KiB", flush=True)
+            # The same pipeline as its own process, for its peak RSS (interpreter and torch import included).
+            py_rss = None
+            if init == "icnr":
+                py_rss = peak_rss_mb([sys.executable, os.path.abspath(__file__), "--once", inp,
+                                      os.path.join(workdir, "py_once.png"),
+                                      "--scale", str(args.scale), "--kernel-size", str(args.kernel_size),
+                                      "--threads", str(args.threads)], runs=1)
+            rows.append({"name": f"Python, in-process (Pillow + PyTorch + Pillow level 1), --init {init} weights",
+                         "init": init, "median_ms": py_total, "decode_ms": py_dec, "conv_ms": py_conv,
+                         "encode_ms": py_enc, "peak_rss_mb": py_rss,
+                         "peak_rss_note": "separate process, interpreter and torch import included",
+                         "output_kib": os.path.getsize(py_out) / 1024, "py_total": py_total})
+            if args.skip_ours:
+                continue
+            out = os.path.join(workdir, f"ours_{init}.png")
+            cmd = [os.path.abspath(args.bin), "upscale", inp, out, "--scale", str(args.scale),
+                   "--kernel-size", str(args.kernel_size), "--init", init]
+            first = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            if first.returncode != 0:
+                print(f"{' '.join(cmd)} exited {first.returncode}: {first.stderr.strip()}", file=sys.stderr)
+                return 1
+            print(f"# {' '.join(cmd)}\n#   -> {first.stdout.strip()}", flush=True)
+            # Same job: the two outputs must agree within 1 LSB (PyTorch parity of the engine).
+            with Image.open(out) as a, Image.open(py_out) as b:
+                assert a.size == b.size == (w * args.scale, h * args.scale), (a.size, b.size)
+                diff = np.abs(np.asarray(a.convert("RGB"), np.int16) - np.asarray(b.convert("RGB"), np.int16))
+            max_diff, frac_exact = int(diff.max()), float((diff == 0).mean())
+            print(f"#   output vs Python: max |diff| {max_diff} LSB, {100 * frac_exact:.3f}% exact"
+                  + ("" if max_diff <= 1 else "  WARNING: not the same image, the comparison is not like for like"),
+                  flush=True)
+            if shutil.which("hyperfine"):
+                med, times = time_cli_hyperfine(cmd, args.runs, args.warmup, workdir)
+                timer = "hyperfine"
+            else:
+                med, times = time_cli_subprocess(cmd, args.runs, args.warmup)
+                timer = "subprocess"
+            rss = peak_rss_mb(cmd)
+            rows.append({"name": f"icnr-upscale upscale --init {init} (whole process)", "init": init,
+                         "median_ms": med, "min_ms": min(times), "peak_rss_mb": rss, "timer": timer,
+                         "output_kib": os.path.getsize(out) / 1024, "command": " ".join(cmd),
+                         "max_diff_vs_python": max_diff, "exact_fraction_vs_python": frac_exact,
+                         "py_total": py_total})
+            print(f"# ours --init {init}: {med:.1f} ms ({timer}, min {min(times):.1f}), peak RSS "
+                  f"{'-' if rss is None else f'{rss:.1f} MB'}", flush=True)
 
         print()
-        print(f"| {w}x{h} PNG -> {w * args.scale}x{h * args.scale} PNG | median ms | speed-up vs Python | "
+        print(f"| {w}x{h} PNG -> {w * args.scale}x{h * args.scale} PNG | median ms | speed-up vs Python (same weights) | "
               f"peak RSS MB | output KiB |")
         print("| --- | --- | --- | --- | --- |")
         for r in rows:
-            sp = py_total / r["median_ms"]
+            sp = r["py_total"] / r["median_ms"]
             rss = "-" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.1f}"
             print(f"| {r['name']} | {r['median_ms']:.1f} | {sp:.2f}x | {rss} | {r['output_kib']:.0f} |")
         verdicts = {}
         if len(rows) > 1:
             ours = rows[1]
-            verdicts[f">= {TARGET_SPEEDUP:g}x faster than Python"] = py_total / ours["median_ms"] >= TARGET_SPEEDUP
+            verdicts[f">= {TARGET_SPEEDUP:g}x faster than Python"] = ours["py_total"] / ours["median_ms"] >= TARGET_SPEEDUP
+            agree = all(r.get("max_diff_vs_python", 0) <= 1 for r in rows)
+            verdicts["same job: outputs agree with Python within 1 LSB"] = agree
             if ours["peak_rss_mb"] is not None:
                 verdicts[f"peak RSS <= {TARGET_RSS_MB:g} MB"] = ours["peak_rss_mb"] <= TARGET_RSS_MB
             print()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Service benchmark: `icnr-upscale serve` against the FastAPI + PyTorch + Pillow peer (scripts/peer_service.py),
 # same machine, same run, same load: POST a 512x512 PNG, get the 1024x1024 PNG back (scale 2, kernel 3, ICNR,
-# fast PNG compression), 8 connections, closed loop, the same warm-up and duration for both.
+# fast PNG compression; the peer loads the same kernel JSON), 8 connections, closed loop, the same warm-up and duration for both.
 #
 # Usage (from anywhere; it works in the repository root):
 #   scripts/bench_service.sh
@@ -45,6 +45,9 @@ LOADGEN=target/release/examples/loadgen
 
 IMG="$WORK/img512.png"
 "$PYTHON" scripts/bench_pipeline.py --make-image 512 "$IMG"
+# The peer serves the very same kernel as icnr-upscale's defaults, so both encode the same image.
+KERNEL="$WORK/kernel.json"
+"$BIN" kernel --scale 2 --kernel-size 3 >"$KERNEL"
 
 # wait_healthy PORT SECONDS PID: polls /healthz until it answers 200, the process dies, or time runs out.
 wait_healthy() {
@@ -85,7 +88,7 @@ stop() {
 if [[ "$SKIP_PEER" != 1 ]]; then
     port_free "$PEER_PORT" || { echo "port $PEER_PORT is busy" >&2; exit 1; }
     echo "== python peer: uvicorn, $PEER_WORKERS workers, torch threads $PEER_TORCH_THREADS, port $PEER_PORT"
-    PEER_TORCH_THREADS=$PEER_TORCH_THREADS "$PYTHON" -m uvicorn peer_service:app --app-dir scripts \
+    PEER_TORCH_THREADS=$PEER_TORCH_THREADS PEER_KERNEL_JSON=$KERNEL "$PYTHON" -m uvicorn peer_service:app --app-dir scripts \
         --host 127.0.0.1 --port "$PEER_PORT" --workers "$PEER_WORKERS" --log-level warning \
         >"$WORK/peer.log" 2>&1 &
     PEER_PID=$!

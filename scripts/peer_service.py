@@ -6,6 +6,10 @@ with ICNR(kaiming_normal) weights in PyTorch, clamp/round to u8, encode a PNG wi
 compression of icnr-upscale), answer `image/png`. Query: `scale` (2-8, default 2), `kernel_size` (odd 1-9, default 3).
 `GET /healthz` answers `{"status":"ok"}` so the load generator's health probe works against it too.
 
+Weights: with `PEER_KERNEL_JSON=path` (the output of `icnr-upscale kernel`, loaded as `torch.tensor(j["weight"])`)
+that kernel serves its own scale and kernel size, so both services compute the very same image (whose content decides
+how long PNG encoding takes); any other (scale, kernel_size) gets ICNR(kaiming_normal) weights from torch's RNG.
+
 It is written the way a competent team would: the CPU work runs in Starlette's thread pool, off the event loop;
 models are built once per (scale, kernel_size) and cached; torch runs under `inference_mode`. The torch thread count
 comes from `PEER_TORCH_THREADS` (default 1: with several uvicorn workers or several requests in flight, one intra-op
@@ -21,6 +25,7 @@ Run (from the repository root, with the development venv that has fastapi and uv
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 
@@ -38,8 +43,23 @@ _models: dict[tuple[int, int], torch.nn.Module] = {}
 _models_lock = threading.Lock()
 
 
+def _load_kernel_json(path: str) -> None:
+    with open(path) as f:
+        j = json.load(f)
+    k, r = j["kernel_size"], j["scale"]
+    conv = torch.nn.Conv2d(j["in_channels"], j["out_channels"], k, padding=k // 2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor(j["weight"], dtype=torch.float32))
+        conv.bias.copy_(torch.tensor(j.get("bias") or [0.0] * j["out_channels"], dtype=torch.float32))
+    _models[(r, k)] = torch.nn.Sequential(conv, torch.nn.PixelShuffle(r)).eval()
+
+
+if os.environ.get("PEER_KERNEL_JSON"):
+    _load_kernel_json(os.environ["PEER_KERNEL_JSON"])
+
+
 def model_for(scale: int, k: int) -> torch.nn.Module:
-    """Conv2d + PixelShuffle with ICNR weights: a kaiming_normal sub-kernel repeat_interleave'd, zero bias."""
+    """The cached model: the PEER_KERNEL_JSON kernel, or ICNR: a kaiming_normal sub-kernel repeat_interleave'd."""
     key = (scale, k)
     with _models_lock:
         m = _models.get(key)
