@@ -145,7 +145,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         route = %route,
         path = %path,
         status,
-        latency_ms = latency.as_secs_f64() * 1e3,
+        latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3,
         input = %fmt_dims(dims.map(|d| d.input)),
         output = %fmt_dims(dims.map(|d| d.output)),
         problem = res.extensions().get::<ErrorSlug>().map_or("", |s| s.0),

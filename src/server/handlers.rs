@@ -61,11 +61,25 @@ pub async fn kernel(RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
 pub async fn upscale(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let cfg = state.config().clone();
     let (parts, body) = req.into_parts();
-    let q = query::parse_upscale(parts.uri.query())?;
-    let kind = body::body_kind(&parts.headers)?;
-    body::check_declared_length(&parts.headers, cfg.max_body_bytes)?;
-
-    let ticket = state.jobs().try_admit().map_err(|_| ApiError::Overloaded)?;
+    let checked = (|| {
+        let q = query::parse_upscale(parts.uri.query())?;
+        let kind = body::body_kind(&parts.headers)?;
+        body::check_declared_length(&parts.headers, cfg.max_body_bytes)?;
+        let ticket = state.jobs().try_admit().map_err(|_| ApiError::Overloaded)?;
+        Ok::<_, ApiError>((q, kind, ticket))
+    })();
+    let (q, kind, ticket) = match checked {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Answering before the body is read would make hyper close the connection with the body unread,
+            // and the client, still sending, could see a reset instead of our answer. Read it away first
+            // (bounded in bytes and time; a body declared over the limit is not worth reading).
+            if !matches!(e, ApiError::PayloadTooLarge { .. }) {
+                body::discard(body, cfg.max_body_bytes, body::DISCARD_TIME).await;
+            }
+            return Err(e);
+        }
+    };
     let bytes = body::read_limited(&parts.headers, body, cfg.max_body_bytes).await?;
     let upload = match kind {
         BodyKind::Raw => Upload { image: bytes, kernel: None },

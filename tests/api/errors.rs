@@ -59,6 +59,9 @@ async fn unknown_and_repeated_parameters_are_400() {
         let p = assert_problem(res, 400).await;
         assert!(p["detail"].as_str().unwrap().contains(&ALLOWED_UPSCALE_PARAMS.join(", ")), "{query}: {p}");
     }
+    // With a body far larger than socket buffers, the 400 still arrives (no connection reset).
+    assert_problem(app.post_raw("?scael=2", "image/png", vec![1; 4 << 20]).await, 400).await;
+    assert_problem(app.post_raw("", "text/plain", vec![1; 4 << 20]).await, 415).await;
     for query in ["?compression=fast", "?scale=3&scale=3", "?foo=bar"] {
         let p = assert_problem(app.get(&format!("/kernel{query}")).await, 400).await;
         assert!(p["detail"].as_str().unwrap().contains(&ALLOWED_KERNEL_PARAMS.join(", ")), "{query}: {p}");
