@@ -9,6 +9,7 @@
 #   DURATION [20] seconds measured per service, WARMUP [3] seconds discarded, CONNECTIONS [8],
 #   OURS_PORT [18080], PEER_PORT [18081], PYTHON [/work/venv/bin/python, needs torch, pillow, fastapi, uvicorn],
 #   PEER_WORKERS [2] uvicorn worker processes, PEER_TORCH_THREADS [1] torch threads per worker,
+#   ROUNDS [1] alternating peer/icnr-upscale rounds (the figures are the medians over rounds),
 #   SKIP_BUILD [0] set to 1 to use the existing release build, SKIP_PEER [0] set to 1 to bench only icnr-upscale.
 # Both servers listen on 127.0.0.1 only, and the load generator (examples/loadgen.rs) refuses non-loopback targets.
 # Every process this script starts is stopped by its PID on exit.
@@ -25,6 +26,7 @@ PEER_WORKERS=${PEER_WORKERS:-2}
 PEER_TORCH_THREADS=${PEER_TORCH_THREADS:-1}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SKIP_PEER=${SKIP_PEER:-0}
+ROUNDS=${ROUNDS:-1}
 
 WORK=$(mktemp -d -t icnr-bench-service-XXXXXX)
 PIDS=()
@@ -85,52 +87,59 @@ stop() {
     wait "$pid" 2>/dev/null || true
 }
 
-if [[ "$SKIP_PEER" != 1 ]]; then
-    port_free "$PEER_PORT" || { echo "port $PEER_PORT is busy" >&2; exit 1; }
-    echo "== python peer: uvicorn, $PEER_WORKERS workers, torch threads $PEER_TORCH_THREADS, port $PEER_PORT"
-    PEER_TORCH_THREADS=$PEER_TORCH_THREADS PEER_KERNEL_JSON=$KERNEL "$PYTHON" -m uvicorn peer_service:app --app-dir scripts \
-        --host 127.0.0.1 --port "$PEER_PORT" --workers "$PEER_WORKERS" --log-level warning \
-        >"$WORK/peer.log" 2>&1 &
-    PEER_PID=$!
-    PIDS+=("$PEER_PID")
-    wait_healthy "$PEER_PORT" 120 "$PEER_PID" || { cat "$WORK/peer.log" >&2; exit 1; }
-    load python "$PEER_PORT"
-    stop "$PEER_PID"
-fi
+for ((round = 1; round <= ROUNDS; round++)); do
+    if [[ "$SKIP_PEER" != 1 ]]; then
+        port_free "$PEER_PORT" || { echo "port $PEER_PORT is busy" >&2; exit 1; }
+        echo "== round $round: python peer: uvicorn, $PEER_WORKERS workers, torch threads $PEER_TORCH_THREADS, port $PEER_PORT"
+        PEER_TORCH_THREADS=$PEER_TORCH_THREADS PEER_KERNEL_JSON=$KERNEL "$PYTHON" -m uvicorn peer_service:app \
+            --app-dir scripts --host 127.0.0.1 --port "$PEER_PORT" --workers "$PEER_WORKERS" --log-level warning \
+            >"$WORK/peer.log" 2>&1 &
+        PEER_PID=$!
+        PIDS+=("$PEER_PID")
+        wait_healthy "$PEER_PORT" 120 "$PEER_PID" || { cat "$WORK/peer.log" >&2; exit 1; }
+        load "python.$round" "$PEER_PORT"
+        stop "$PEER_PID"
+    fi
 
-port_free "$OURS_PORT" || { echo "port $OURS_PORT is busy" >&2; exit 1; }
-echo "== icnr-upscale serve --bind 127.0.0.1:$OURS_PORT (defaults otherwise)"
-"$BIN" serve --bind "127.0.0.1:$OURS_PORT" >"$WORK/ours.log" 2>&1 &
-OURS_PID=$!
-PIDS+=("$OURS_PID")
-wait_healthy "$OURS_PORT" 30 "$OURS_PID" || { cat "$WORK/ours.log" >&2; exit 1; }
-load icnr-upscale "$OURS_PORT"
-stop "$OURS_PID"
+    port_free "$OURS_PORT" || { echo "port $OURS_PORT is busy" >&2; exit 1; }
+    echo "== round $round: icnr-upscale serve --bind 127.0.0.1:$OURS_PORT (defaults otherwise)"
+    "$BIN" serve --bind "127.0.0.1:$OURS_PORT" >"$WORK/ours.log" 2>&1 &
+    OURS_PID=$!
+    PIDS+=("$OURS_PID")
+    wait_healthy "$OURS_PORT" 30 "$OURS_PID" || { cat "$WORK/ours.log" >&2; exit 1; }
+    load "icnr-upscale.$round" "$OURS_PORT"
+    stop "$OURS_PID"
+done
 
-"$PYTHON" - "$WORK" "$SKIP_PEER" <<'EOF'
-import json, sys
-work, skip_peer = sys.argv[1], sys.argv[2] == "1"
+"$PYTHON" - "$WORK" "$SKIP_PEER" "$ROUNDS" <<'EOF'
+import json, statistics, sys
+work, skip_peer, rounds = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
 def last_json(name):
     lines = [l for l in open(f"{work}/{name}.out").read().splitlines() if l.startswith("{")]
     return json.loads(lines[-1])
-rows = [("icnr-upscale serve", last_json("icnr-upscale"))]
-if not skip_peer:
-    rows.insert(0, ("Python peer (FastAPI + PyTorch + Pillow)", last_json("python")))
+names = ([] if skip_peer else [("python", "Python peer (FastAPI + PyTorch + Pillow)")]) + [("icnr-upscale", "icnr-upscale serve")]
+runs = {key: [last_json(f"{key}.{i}") for i in range(1, rounds + 1)] for key, _ in names}
 print()
-print("| service, 512x512 PNG -> 1024x1024 PNG, r=2 | requests/s | p50 ms | p90 ms | p99 ms | non-2xx | errors | healthz failures |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-for name, r in rows:
-    lat = r["latency_ms"]
-    hz = r["healthz"]["failures"] if r.get("healthz") else "-"
-    print(f"| {name} | {r['requests_per_s']:.1f} | {lat['p50']} | {lat['p90']} | {lat['p99']} | {r['non_2xx']} | {r['errors']} | {hz} |")
-ours = rows[-1][1]
-clean = ours["non_2xx"] == 0 and ours["errors"] == 0 and (ours.get("not_png") or 0) == 0
+print("| service, 512x512 PNG -> 1024x1024 PNG, r=2 | round | requests/s | p50 ms | p90 ms | p99 ms | non-2xx | errors | healthz failures |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for key, label in names:
+    for i, r in enumerate(runs[key], 1):
+        lat = r["latency_ms"]
+        hz = r["healthz"]["failures"] if r.get("healthz") else "-"
+        print(f"| {label} | {i} | {r['requests_per_s']:.1f} | {lat['p50']:.0f} | {lat['p90']:.0f} | {lat['p99']:.0f} | "
+              f"{r['non_2xx']} | {r['errors']} | {hz} |")
+med = {key: statistics.median(r["requests_per_s"] for r in runs[key]) for key, _ in names}
+ours_runs = runs["icnr-upscale"]
+clean = all(r["non_2xx"] == 0 and r["errors"] == 0 and (r.get("not_png") or 0) == 0 for r in ours_runs)
+print()
+print(f"median requests/s over {rounds} round(s): " + ", ".join(f"{label} {med[key]:.1f}" for key, label in names))
+verdict = {}
 if not skip_peer:
-    peer = rows[0][1]
-    ratio = ours["requests_per_s"] / peer["requests_per_s"] if peer["requests_per_s"] else float("inf")
-    print()
+    ratio = med["icnr-upscale"] / med["python"] if med["python"] else float("inf")
     print(f"ratio icnr-upscale / Python: {ratio:.2f}x")
+    verdict[">= 5x the Python peer's requests/s"] = ratio >= 5
     print(f"  {'PASS' if ratio >= 5 else 'MISS'}  >= 5x the Python peer's requests/s")
+verdict["zero non-2xx and zero transport errors for icnr-upscale"] = clean
 print(f"  {'PASS' if clean else 'MISS'}  zero non-2xx and zero transport errors for icnr-upscale")
-print(json.dumps({"bench": "service", "rows": {name: r for name, r in rows}}))
+print(json.dumps({"bench": "service", "median_rps": med, "targets": verdict, "runs": runs}))
 EOF
