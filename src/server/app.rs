@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -122,6 +122,15 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let path = req.uri().path().chars().take(200).collect::<String>();
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    // Only `POST /upscale` reads its body (and reads it away itself when it answers early). For every other
+    // request, read any body away first, bounded, so the answer reaches a client still sending and the
+    // connection stays usable; a body that cannot be read away in time closes the connection after the answer.
+    let mut close = false;
+    if !(route == "/upscale" && req.method() == Method::POST) {
+        let (parts, body) = req.into_parts();
+        close = !super::body::discard(body, state.config().max_body_bytes, super::body::DISCARD_TIME).await;
+        req = Request::from_parts(parts, axum::body::Body::empty());
+    }
 
     let timeout = state.config().request_timeout;
     let span = tracing::info_span!("request", request_id = %request_id);
@@ -131,6 +140,9 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    if close {
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 
     let latency = start.elapsed();

@@ -87,21 +87,28 @@ pub async fn read_limited(headers: &HeaderMap, mut body: Body, limit: u64) -> Re
 /// Longest time spent reading away the body of a request rejected before its body was needed.
 pub const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reads and drops up to `limit` body bytes for at most `time`, so an early answer (400, 415, 503) reaches a
-/// client that is still sending instead of being lost to a connection reset.
-pub async fn discard(mut body: Body, limit: u64, time: std::time::Duration) {
+/// Reads and drops up to `limit` body bytes for at most `time`, so an early answer (400, 404, 405, 415, 503)
+/// reaches a client that is still sending instead of being lost to a connection reset, and the connection stays
+/// usable. Returns whether the whole body was read.
+pub async fn discard(mut body: Body, limit: u64, time: std::time::Duration) -> bool {
     let drain = async {
         let mut seen = 0u64;
-        while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-            if let Ok(data) = frame.into_data() {
-                seen = seen.saturating_add(data.len() as u64);
-                if seen > limit {
-                    return;
+        loop {
+            match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                None => return true,
+                Some(Err(_)) => return false,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        seen = seen.saturating_add(data.len() as u64);
+                        if seen > limit {
+                            return false;
+                        }
+                    }
                 }
             }
         }
     };
-    let _ = tokio::time::timeout(time, drain).await;
+    tokio::time::timeout(time, drain).await.unwrap_or(false)
 }
 
 /// Splits a buffered multipart body into its `image` and `kernel` fields.

@@ -158,8 +158,15 @@ impl IntoResponse for ApiError {
         let mut res = (self.status(), body).into_response();
         let headers = res.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if matches!(self, ApiError::Overloaded) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        match self {
+            ApiError::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            // The request body was not read to its end: the connection cannot carry another request.
+            ApiError::PayloadTooLarge { .. } | ApiError::Timeout { .. } => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         res.extensions_mut().insert(ErrorSlug(self.slug()));
         res

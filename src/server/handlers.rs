@@ -74,10 +74,14 @@ pub async fn upscale(State(state): State<AppState>, req: Request) -> Result<Resp
             // Answering before the body is read would make hyper close the connection with the body unread,
             // and the client, still sending, could see a reset instead of our answer. Read it away first
             // (bounded in bytes and time; a body declared over the limit is not worth reading).
-            if !matches!(e, ApiError::PayloadTooLarge { .. }) {
-                body::discard(body, cfg.max_body_bytes, body::DISCARD_TIME).await;
+            let drained = !matches!(e, ApiError::PayloadTooLarge { .. })
+                && body::discard(body, cfg.max_body_bytes, body::DISCARD_TIME).await;
+            let mut res = e.into_response();
+            if !drained {
+                // The rest of the body is still on the wire: this connection cannot carry another request.
+                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            return Err(e);
+            return Ok(res);
         }
     };
     let bytes = body::read_limited(&parts.headers, body, cfg.max_body_bytes).await?;
