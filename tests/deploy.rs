@@ -185,9 +185,9 @@ fn deployment_env_parses_as_serve_flags() {
 }
 
 /// CPU: one core per concurrent job, requests == limits (Guaranteed QoS). Memory: requests == limits, and the limit
-/// covers the worst case of the configured limits (the arithmetic is the manifest's comment):
-/// per job, body + decoded input (RGBA16, 8 bytes/pixel) and one working copy + output PNG (RGBA16, incompressible);
-/// plus every queued body, plus 64 MiB for the process.
+/// covers the worst case of the configured limits (the arithmetic is the manifest's comment). Per running job, the
+/// larger of decoding (body + decoded RGBA16 input at 8 bytes/pixel + the decoder's copy) and encoding (body + input
+/// + an incompressible RGBA16 output PNG, twice for a growing Vec); plus every queued body and 64 MiB for the process.
 #[test]
 fn resources_match_max_concurrent_jobs() {
     let c = container();
@@ -205,7 +205,8 @@ fn resources_match_max_concurrent_jobs() {
     let input = flag_u64(&flags, "max_input_pixels") * 8;
     let output = flag_u64(&flags, "max_output_pixels") * 8;
     let queue = flag_u64(&flags, "max_queue");
-    let worst = jobs * (body + 2 * input + output) + queue * body + (64 << 20);
+    let per_job = (body + 2 * input).max(body + input + 2 * output);
+    let worst = jobs * per_job + queue * body + (64 << 20);
     assert!(
         mem_limit >= worst,
         "memory limit {} MiB is below the worst case {} MiB of {jobs} jobs and {queue} queued bodies",
