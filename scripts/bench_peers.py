@@ -63,6 +63,7 @@ def iters_for(size: int, scale: int) -> int:
 @dataclass
 class Samples:
     ms: list[float] = field(default_factory=list)
+    mins: list[float] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def median(self) -> float | None:
@@ -244,6 +245,7 @@ def main() -> int:
                 for init, key in (("default", "untied"), ("icnr", "icnr")):
                     r = run_ours(args.bin, size, scale, k, init, args.threads, iters)
                     s[key].ms.append(float(r["median_ms"]))
+                    s[key].mins.append(float(r.get("min_ms", r["median_ms"])))
                     s[key].extra = r
         # For ours, each round contributes its own median over `iters`; the median of those is the figure.
         row = {
@@ -252,6 +254,9 @@ def main() -> int:
             "torch_ms": s["torch"].median(), "ort_ms": s["ort"].median(),
             "untied_ms": s["untied"].median(), "icnr_ms": s["icnr"].median(),
             "path": s["untied"].extra.get("path"), "ort_max_abs_err_vs_torch": err,
+            # Minima: the least-disturbed iteration, a hint of what a quiet machine gives.
+            "torch_min_ms": min(s["torch"].ms), "ort_min_ms": min(s["ort"].ms),
+            "untied_min_ms": min(s["untied"].mins, default=None), "icnr_min_ms": min(s["icnr"].mins, default=None),
             "ours_untied_json": s["untied"].extra, "ours_icnr_json": s["icnr"].extra,
         }
         row["torch_over_untied"] = ratio(row["torch_ms"], row["untied_ms"])
