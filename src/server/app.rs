@@ -104,12 +104,15 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         // The last fence: a panic in a handler becomes a 500 problem instead of a dropped connection. Clients must
         // not be able to reach it (tests check that every client error is a 4xx).
-        .layer(CatchPanicLayer::custom(|payload: Box<dyn std::any::Any + Send>| {
-            ApiError::Internal(format!("handler panicked: {}", panic_message(payload.as_ref()))).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(panic_response))
         // Outermost: request id, timeout, metrics and the access log see every response, errors included.
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The answer to a panic caught by `CatchPanicLayer`: a 500 problem; the panic message is only logged.
+fn panic_response(payload: Box<dyn std::any::Any + Send>) -> Response {
+    ApiError::Internal(format!("handler panicked: {}", panic_message(payload.as_ref()))).into_response()
 }
 
 /// Request id in, timeout around the handler, request id out, metrics and one access-log line.
@@ -196,6 +199,21 @@ fn method_label(m: &Method) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_500_problem_without_its_message() {
+        use tower::ServiceExt as _;
+        let app: Router = Router::new()
+            .route("/boom", get(|| async { panic!("secret internals") as &'static str }))
+            .layer(CatchPanicLayer::custom(panic_response));
+        let res = app.oneshot(Request::builder().uri("/boom").body(axum::body::Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status().as_u16(), 500);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/problem+json");
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        let p: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(p["status"], 500);
+        assert!(!String::from_utf8_lossy(&body).contains("secret"), "{p}");
+    }
 
     #[test]
     fn sane_request_ids_are_kept_and_others_replaced() {

@@ -217,3 +217,92 @@ pub fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args as _, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn every_flag_has_its_environment_variable() {
+        let cmd = ServeArgs::augment_args(clap::Command::new("serve"));
+        let mut flags = Vec::new();
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(env, Some(format!("ICNR_UPSCALE_{}", long.replace('-', "_").to_uppercase())), "--{long}");
+            flags.push(long.to_owned());
+        }
+        flags.sort();
+        assert_eq!(
+            flags,
+            [
+                "bind",
+                "log-format",
+                "max-body-bytes",
+                "max-concurrent-jobs",
+                "max-input-pixels",
+                "max-output-pixels",
+                "max-queue",
+                "request-timeout-secs"
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_parse_and_bad_values_are_refused() {
+        let args = Cli::try_parse_from([
+            "serve",
+            "--bind",
+            "0.0.0.0:9",
+            "--max-body-bytes",
+            "10",
+            "--max-input-pixels",
+            "11",
+            "--max-output-pixels",
+            "12",
+            "--request-timeout-secs",
+            "13",
+            "--max-concurrent-jobs",
+            "3",
+            "--max-queue",
+            "0",
+            "--log-format",
+            "json",
+        ])
+        .unwrap()
+        .serve;
+        assert_eq!(args.bind, "0.0.0.0:9");
+        assert_eq!(
+            (args.max_body_bytes, args.max_input_pixels, args.max_output_pixels, args.request_timeout_secs),
+            (10, 11, 12, 13)
+        );
+        assert_eq!((args.max_concurrent_jobs, args.max_queue, args.log_format), (3, 0, LogFormat::Json));
+        for bad in [
+            ["--max-concurrent-jobs", "0"],
+            ["--request-timeout-secs", "0"],
+            ["--max-body-bytes", "-1"],
+            ["--log-format", "xml"],
+            ["--max-queue", "many"],
+        ] {
+            assert!(Cli::try_parse_from(["serve", bad[0], bad[1]]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn default_matches_the_documented_defaults() {
+        let d = ServeArgs::default();
+        assert_eq!(d.bind, "127.0.0.1:8080");
+        assert_eq!(d.max_body_bytes, 33_554_432);
+        assert_eq!((d.max_input_pixels, d.max_output_pixels), (16_777_216, 67_108_864));
+        assert_eq!((d.request_timeout_secs, d.max_queue, d.log_format), (30, 64, LogFormat::Text));
+        assert!(d.max_concurrent_jobs >= 1);
+    }
+}
