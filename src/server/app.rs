@@ -215,6 +215,71 @@ mod tests {
         assert!(!String::from_utf8_lossy(&body).contains("secret"), "{p}");
     }
 
+    /// A `MakeWriter` collecting log output in memory.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    /// One JSON access-log line per request, with request id, method, route, status, latency and the input and
+    /// output dimensions of an upscale.
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_request_logs_one_structured_line() {
+        use tower::ServiceExt as _;
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt().json().flatten_event(true).with_writer(capture.clone()).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let app = app(AppState::new(&ServeArgs::default()));
+        let mut png = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(image::RgbImage::new(5, 3)).write_to(&mut png, image::ImageFormat::Png).unwrap();
+        let req = Request::builder()
+            .method("POST")
+            .uri("/upscale?scale=3")
+            .header("content-type", "image/png")
+            .header(X_REQUEST_ID, "log-test-1")
+            .body(axum::body::Body::from(png.into_inner()))
+            .unwrap();
+        assert_eq!(app.clone().oneshot(req).await.unwrap().status().as_u16(), 200);
+        let req = Request::builder().uri("/nope").body(axum::body::Body::empty()).unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status().as_u16(), 404);
+
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| v["target"] == "icnr_upscale::access")
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let up = &lines[0];
+        assert_eq!(up["request_id"], "log-test-1");
+        assert_eq!(
+            (up["method"].as_str(), up["route"].as_str(), up["status"].as_u64()),
+            (Some("POST"), Some("/upscale"), Some(200))
+        );
+        assert_eq!((up["input"].as_str(), up["output"].as_str()), (Some("5x3"), Some("15x9")));
+        assert!(up["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{up}");
+        let nf = &lines[1];
+        assert_eq!((nf["route"].as_str(), nf["status"].as_u64()), (Some("unmatched"), Some(404)));
+        assert_eq!(nf["problem"], "not-found");
+        assert!(uuid::Uuid::parse_str(nf["request_id"].as_str().unwrap()).is_ok(), "{nf}");
+    }
+
     #[test]
     fn sane_request_ids_are_kept_and_others_replaced() {
         let mut h = HeaderMap::new();
