@@ -9,6 +9,7 @@
 //! - [`body`]: reading a request body under the byte limit, raw or multipart.
 //! - [`query`]: strict query-string parsing (unknown, repeated and bad parameters are 400s).
 //! - [`jobs`]: the bounded job pool: admission (queue) and job slots, cancellation.
+//! - [`listener`]: the TCP listener whose connections close after a period without progress.
 //! - [`error`]: [`ApiError`], the one error type, rendered as RFC 9457 `application/problem+json`.
 //! - [`metrics`]: Prometheus metrics, one recorder per app instance.
 //!
@@ -28,6 +29,7 @@ pub mod body;
 pub mod error;
 pub mod handlers;
 pub mod jobs;
+pub mod listener;
 pub mod metrics;
 pub mod query;
 
@@ -38,7 +40,6 @@ use std::time::Duration;
 use std::future::IntoFuture as _;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use clap::builder::TypedValueParser as _;
 
 pub use app::{app, AppState, ROUTES};
@@ -136,7 +137,7 @@ pub async fn run(
     let state = AppState::new(&args);
     let addr: SocketAddr = listener.local_addr().context("reading the bound address")?;
     // Every request is bounded by the request timeout, so in-flight work is over by then; the margin covers
-    // writing the last responses.
+    // writing the last responses. The same period bounds a connection's silence.
     let grace = Duration::from_secs(args.request_timeout_secs) + Duration::from_secs(5);
 
     // Histograms accumulate samples until drained; drain them even if nobody scrapes /metrics.
@@ -157,10 +158,9 @@ pub async fn run(
         tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
         let _ = stop_tx.send(());
     };
-    let listener = listener.tap_io(|tcp| {
-        // Responses are written in one go; Nagle would only add latency.
-        let _ = tcp.set_nodelay(true);
-    });
+    // No request is silent for longer than the request timeout, so a connection silent for longer is dead or
+    // hostile (see `listener`).
+    let listener = listener::IdleTimeoutListener::new(listener, grace);
     tracing::info!(%addr, jobs = args.max_concurrent_jobs, queue = args.max_queue, "icnr-upscale listening");
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal).into_future();
     let deadline = async move {

@@ -151,3 +151,33 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     assert_eq!(decode_png(&body).to_rgb8().dimensions(), (60, 40));
     app.join().await.expect("run() returns Ok after a graceful shutdown");
 }
+
+/// A connection that goes silent (half a request head, or an idle keep-alive connection after its answer) is
+/// closed once nothing has moved on it for the request timeout plus 5 s, so silent clients cannot pile up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let app = spawn_app_with(ServeArgs { request_timeout_secs: 1, ..args() }).await;
+
+    let half_head = async {
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHo").await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(60), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the silent connection was never closed");
+        assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "{}", String::from_utf8_lossy(&buf));
+    };
+    let idle_keep_alive = async {
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(60), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the idle keep-alive connection was never closed");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 200 OK") && text.ends_with(r#"{"status":"ok"}"#), "{text}");
+    };
+    tokio::join!(half_head, idle_keep_alive);
+    // The server itself is fine.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.shutdown().await.unwrap();
+}
