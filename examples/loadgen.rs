@@ -39,6 +39,8 @@ const MAX_DURATION_SECS: f64 = 3600.0;
 const HEALTHZ_INTERVAL: Duration = Duration::from_millis(100);
 /// How many distinct transport-error messages to keep for the report.
 const ERROR_SAMPLES: usize = 5;
+/// Pause of a worker after a transport error (e.g. the server is gone), so it does not spin on the CPU.
+const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 #[derive(Debug, Parser)]
@@ -163,8 +165,8 @@ struct Job {
 }
 
 impl Job {
-    /// Sends one request and reads the whole response into `t`.
-    async fn one(&self, t: &mut Tally) {
+    /// Sends one request and reads the whole response into `t`; `false` on a transport error.
+    async fn one(&self, t: &mut Tally) -> bool {
         let mut req = self.client.request(self.method.clone(), self.url.clone()).headers(self.headers.clone());
         if let Some(b) = &self.body {
             req = req.body(b.clone());
@@ -172,7 +174,10 @@ impl Job {
         let start = Instant::now();
         let mut resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return t.record_error(&e),
+            Err(e) => {
+                t.record_error(&e);
+                return false;
+            }
         };
         let status = resp.status();
         let retry_after = resp.headers().contains_key(RETRY_AFTER);
@@ -188,7 +193,10 @@ impl Job {
                     n += c.len() as u64;
                 }
                 Ok(None) => break,
-                Err(e) => return t.record_error(&e),
+                Err(e) => {
+                    t.record_error(&e);
+                    return false;
+                }
             }
         }
         t.latencies_us.push(start.elapsed().as_micros() as u64);
@@ -200,6 +208,7 @@ impl Job {
             t.not_png += 1;
         }
         t.bytes_received += n;
+        true
     }
 }
 
@@ -219,7 +228,10 @@ async fn phase(job: Arc<Job>, connections: usize, deadline: Instant, budget: Opt
                         break;
                     }
                 }
-                job.one(&mut t).await;
+                if !job.one(&mut t).await {
+                    // A refused or broken connection fails at once: back off a little rather than spin.
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                }
             }
             t
         });
