@@ -304,16 +304,21 @@ pub fn upscale_to_png<W: Write>(
         if should_stop() {
             return Err(ImageError::Cancelled);
         }
-        score.push(&rows);
-        match rows.samples {
-            RowSamples::U8(s) => stream.write_all(s)?,
-            RowSamples::U16(s) => {
-                be_bytes.clear();
-                be_bytes.reserve(s.len() * 2);
-                be_bytes.extend(s.iter().flat_map(|v| v.to_be_bytes()));
-                stream.write_all(&be_bytes)?;
+        // The engine's workers are idle while its sink runs: score the band on one of them while this thread
+        // filters and compresses it. (Scoped, so the writer itself need not be `Send`.)
+        let score = &mut score;
+        rayon::in_place_scope(|scope| -> std::io::Result<()> {
+            scope.spawn(move |_| score.push(&rows));
+            match rows.samples {
+                RowSamples::U8(s) => stream.write_all(s),
+                RowSamples::U16(s) => {
+                    be_bytes.clear();
+                    be_bytes.reserve(s.len() * 2);
+                    be_bytes.extend(s.iter().flat_map(|v| v.to_be_bytes()));
+                    stream.write_all(&be_bytes)
+                }
             }
-        }
+        })?;
         Ok(())
     })?;
     stream.finish().map_err(png_error)?;
