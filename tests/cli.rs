@@ -418,3 +418,32 @@ fn healthcheck_probes_healthz() {
     let o = run(&["healthcheck", "--url", &format!("http://127.0.0.1:{port}/healthz")]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// With no subcommand the binary is the service (`cargo run --release` starts it), configured from
+/// `ICNR_UPSCALE_*`; `healthcheck` with the same environment finds it.
+#[test]
+fn no_subcommand_serves() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut child = bin()
+        .env("ICNR_UPSCALE_BIND", &bind)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the service");
+    // Bounded wait for the listener (the service starts in milliseconds; the bound only guards a hang).
+    let mut healthy = false;
+    for _ in 0..100 {
+        if bin().arg("healthcheck").env("ICNR_UPSCALE_BIND", &bind).output().unwrap().status.success() {
+            healthy = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(healthy, "the service answered /healthz on {bind}");
+}
