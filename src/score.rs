@@ -61,16 +61,30 @@ impl ScoreAccumulator {
         if nc < 3 || width == 0 {
             return;
         }
+        // Samples of one group of r pixels: lane `q = j*nc + c` holds phase j, channel c.
+        let lanes = r * nc;
+        let (groups, extra) = ((width / r) as u64, width % r);
         for (t, row) in s.chunks_exact(width * nc).take(rows.rows as usize).enumerate() {
             let i = (rows.first_row as usize + t) % r;
-            for (p, px) in row.chunks_exact(nc).enumerate() {
-                let j = p % r;
-                self.phase_n[i][j] += 1;
-                for (c, &v) in px[..3].iter().enumerate() {
-                    let v: u64 = v.into();
-                    self.phase_sum[c][i][j] += v;
-                    self.sum[c] += v as u128;
-                    self.sum_sq[c] += (v * v) as u128;
+            // Row-local u64 sums (a row holds at most 2^32 pixels of at most 16 bits, so nothing overflows), folded
+            // into the totals once per row: the hot loop has no per-sample phase arithmetic and no u128 adds.
+            let mut lane_sum = [0u64; MAX_R * 4];
+            let mut lane_sq = [0u64; MAX_R * 4];
+            match lanes {
+                6 => sum_lanes::<6, T>(row, &mut lane_sum, &mut lane_sq),
+                8 => sum_lanes::<8, T>(row, &mut lane_sum, &mut lane_sq),
+                9 => sum_lanes::<9, T>(row, &mut lane_sum, &mut lane_sq),
+                12 => sum_lanes::<12, T>(row, &mut lane_sum, &mut lane_sq),
+                16 => sum_lanes::<16, T>(row, &mut lane_sum, &mut lane_sq),
+                _ => sum_lanes_dyn(row, lanes, &mut lane_sum, &mut lane_sq),
+            }
+            for j in 0..r {
+                self.phase_n[i][j] += groups + u64::from(j < extra);
+                for c in 0..3 {
+                    let q = j * nc + c;
+                    self.phase_sum[c][i][j] += lane_sum[q];
+                    self.sum[c] += u128::from(lane_sum[q]);
+                    self.sum_sq[c] += u128::from(lane_sq[q]);
                 }
             }
         }
@@ -104,6 +118,41 @@ impl ScoreAccumulator {
             .sum::<f64>()
             / 3.0;
         rms / (mean_std + 1e-12)
+    }
+}
+
+/// Adds each sample of `row` into lane `index % L` (sum and sum of squares); `L` fixed so the loop vectorises.
+fn sum_lanes<const L: usize, T: Copy + Into<u64>>(row: &[T], sum: &mut [u64], sq: &mut [u64]) {
+    let mut acc = [0u64; L];
+    let mut acc_sq = [0u64; L];
+    let chunks = row.chunks_exact(L);
+    let rem = chunks.remainder();
+    for chunk in chunks {
+        for q in 0..L {
+            let v: u64 = chunk[q].into();
+            acc[q] += v;
+            acc_sq[q] += v * v;
+        }
+    }
+    for (q, &v) in rem.iter().enumerate() {
+        let v: u64 = v.into();
+        acc[q] += v;
+        acc_sq[q] += v * v;
+    }
+    for q in 0..L {
+        sum[q] += acc[q];
+        sq[q] += acc_sq[q];
+    }
+}
+
+/// [`sum_lanes`] for a lane count known only at run time.
+fn sum_lanes_dyn<T: Copy + Into<u64>>(row: &[T], lanes: usize, sum: &mut [u64], sq: &mut [u64]) {
+    for chunk in row.chunks(lanes) {
+        for (q, &v) in chunk.iter().enumerate() {
+            let v: u64 = v.into();
+            sum[q] += v;
+            sq[q] += v * v;
+        }
     }
 }
 
