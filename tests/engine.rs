@@ -354,3 +354,24 @@ fn score_of_untied_output_is_positive_and_constant_image_zero() {
     let flat = Image { width: 4, height: 4, channels: 3, samples: Samples::U8(vec![77; 48]) };
     assert_eq!(checkerboard_score(&flat, 2), 0.0);
 }
+
+/// Working buffers are reused between calls on a thread: alternating geometries (width, k, r, depth, channels)
+/// must not leak data from one call into the next.
+#[test]
+fn repeated_calls_with_changing_geometry_are_independent() {
+    let mut rng = Rng(13);
+    let a_img = random_image(&mut rng, 61, 17, 3, 8);
+    let b_img = random_image(&mut rng, 29, 40, 4, 8);
+    let a_k = random_kernel(&mut rng, 2, 5, false);
+    let b_k = random_kernel(&mut rng, 3, 3, false);
+    for path in CpuPath::supported() {
+        let a1 = run(&a_k, &a_img, path, true);
+        let b1 = run(&b_k, &b_img, path, true);
+        let a2 = run(&a_k, &a_img, path, true);
+        let b2 = run(&b_k, &b_img, path, true);
+        assert_eq!(a1, a2, "{path:?}");
+        assert_eq!(b1, b2, "{path:?}");
+        assert!(diff(&a1, &reference::upscale(&a_k, &a_img)).0 <= 1);
+        assert!(diff(&b1, &reference::upscale(&b_k, &b_img)).0 <= 1);
+    }
+}

@@ -3,13 +3,37 @@
 
 use std::arch::x86_64::*;
 
-use super::band::{FastArgs, GeneralArgs, InterleaveArgs, Staging};
+use super::band::{ExpandArgs, FastArgs, GeneralArgs, InterleaveArgs, LoadArgs, SrcRow, Staging};
 use super::portable::LANES;
 use super::CpuPath;
 
 /// Vectors per block: 3 x 8 accumulators + 3 weights + 1 input fit the 32 zmm registers.
 const NV_GENERAL: usize = 8;
 const NV_FAST: usize = 8;
+
+/// Loads one row (see [`LoadArgs`]): RGB8 and RGBA8 vectorised, other layouts portable.
+pub(crate) fn load(a: &LoadArgs<'_>, dst: &mut [&mut [f32]; 3]) {
+    assert!(CpuPath::Avx512.is_supported());
+    a.check(dst);
+    let d = [dst[0].as_mut_ptr(), dst[1].as_mut_ptr(), dst[2].as_mut_ptr()];
+    match (a.src, a.ic) {
+        // SAFETY: the CPU supports avx512f/bw/vl (asserted above); `check` asserted `src.len() == n * 3` and that
+        // each destination holds `n` rounded up to 16 values.
+        (SrcRow::U8(s), 3) => unsafe { load_u8_k::<3>(s, a.n, d) },
+        // SAFETY: as above, with `src.len() == n * 4`.
+        (SrcRow::U8(s), 4) => unsafe { load_u8_k::<4>(s, a.n, d) },
+        _ => super::portable::load(a, dst),
+    }
+}
+
+/// Expands one row (see [`ExpandArgs`]).
+pub(crate) fn expand(a: &ExpandArgs<'_>, dst: &mut [f32]) {
+    assert!(CpuPath::Avx512.is_supported());
+    a.check(dst);
+    // SAFETY: the CPU supports avx512f (asserted above); `check` asserted the source holds `n + 16` values, the
+    // destination `n * e` rounded up to 16, and the table count.
+    unsafe { expand_k(a, dst) }
+}
 
 /// General-path conv row (see [`GeneralArgs`]).
 pub(crate) fn conv_general(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
@@ -163,6 +187,63 @@ unsafe fn conv_fast_k(a: &FastArgs<'_>, st: &mut Staging<'_>) {
     }
 }
 
+/// `x / d` correctly rounded, for integers `0 <= x <= d` with `d` 255 or 65535: `x * (1/d)` refined by one FMA
+/// Newton step. Exhaustively checked against `x as f32 / d` by the unit test below.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn div_exact(x: __m512, inv: __m512, d: __m512) -> __m512 {
+    let q = _mm512_mul_ps(x, inv);
+    let rem = _mm512_fnmadd_ps(q, d, x);
+    _mm512_fmadd_ps(rem, inv, q)
+}
+
+/// # Safety
+/// - The CPU supports avx512f/bw/vl.
+/// - `src.len() == n * IC`; each `dst[c]` is valid for writing `n` rounded up to 16 f32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn load_u8_k<const IC: usize>(src: &[u8], n: usize, dst: [*mut f32; 3]) {
+    let (inv, d) = (_mm512_set1_ps(1.0 / 255.0), _mm512_set1_ps(255.0));
+    let ff = _mm512_set1_epi32(0xFF);
+    // RGB: dwords 0..12 (16 pixels) -> 3 dwords per 128-bit lane, then bytes -> one pixel per dword.
+    let didx = _mm512_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0, 6, 7, 8, 0, 9, 10, 11, 0);
+    let spread = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1));
+    let mut x = 0;
+    while x < n {
+        let bytes = (n - x).min(LANES) * IC;
+        let mask = if bytes >= 64 { u64::MAX } else { (1u64 << bytes) - 1 };
+        // Masked-out bytes are neither read (no fault past the slice) nor garbage: they load as 0.
+        let raw = _mm512_maskz_loadu_epi8(mask, src.as_ptr().add(x * IC) as *const i8);
+        let px = if IC == 4 { raw } else { _mm512_shuffle_epi8(_mm512_permutexvar_epi32(didx, raw), spread) };
+        let r = _mm512_and_si512(px, ff);
+        let g = _mm512_and_si512(_mm512_srli_epi32::<8>(px), ff);
+        let b = _mm512_and_si512(_mm512_srli_epi32::<16>(px), ff);
+        _mm512_storeu_ps(dst[0].add(x), div_exact(_mm512_cvtepi32_ps(r), inv, d));
+        _mm512_storeu_ps(dst[1].add(x), div_exact(_mm512_cvtepi32_ps(g), inv, d));
+        _mm512_storeu_ps(dst[2].add(x), div_exact(_mm512_cvtepi32_ps(b), inv, d));
+        x += LANES;
+    }
+}
+
+/// # Safety
+/// - The CPU supports avx512f.
+/// - `a.check(dst)` holds.
+#[target_feature(enable = "avx512f")]
+unsafe fn expand_k(a: &ExpandArgs<'_>, dst: &mut [f32]) {
+    let (src, out) = (a.src.as_ptr(), dst.as_mut_ptr());
+    let total = a.n * a.e;
+    let (mut p0, mut phase) = (0, 0);
+    while p0 < total {
+        let idx = _mm512_loadu_si512(a.tables[phase].as_ptr() as *const __m512i);
+        let v = _mm512_loadu_ps(src.add(p0 / a.e));
+        _mm512_storeu_ps(out.add(p0), _mm512_permutexvar_ps(idx, v));
+        p0 += LANES;
+        phase += 1;
+        if phase == a.tables.len() {
+            phase = 0;
+        }
+    }
+}
+
 /// The output samples of 16 pixels starting at `p0`, as words: `[R G B A]` windows permuted by `tbl`.
 /// Returns samples 0..32 and 32..64 (only the first `16 * nc` are meaningful).
 ///
@@ -261,6 +342,37 @@ unsafe fn interleave16_k(a: &InterleaveArgs<'_>, out: &mut [u16]) {
         phase += 1;
         if phase == a.tables.len() {
             phase = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `div_exact` equals IEEE division (`v as f32 / d`, PyTorch's conversion) for every 8- and 16-bit value.
+    #[test]
+    fn div_exact_is_exhaustively_exact() {
+        if !CpuPath::Avx512.is_supported() {
+            return;
+        }
+        for d in [255u32, 65535] {
+            for base in (0..=d).step_by(16) {
+                let xs: [f32; 16] = std::array::from_fn(|l| (base + l as u32).min(d) as f32);
+                let mut got = [0f32; 16];
+                // SAFETY: avx512f is supported (checked above); `xs` and `got` hold 16 f32 each.
+                unsafe {
+                    let q = div_exact(
+                        _mm512_loadu_ps(xs.as_ptr()),
+                        _mm512_set1_ps(1.0 / d as f32),
+                        _mm512_set1_ps(d as f32),
+                    );
+                    _mm512_storeu_ps(got.as_mut_ptr(), q);
+                }
+                for (x, g) in xs.iter().zip(got) {
+                    assert_eq!(g.to_bits(), (x / d as f32).to_bits(), "{x} / {d}");
+                }
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use super::portable::LANES;
 use super::{CpuPath, Image, OutRows, RowSamples, Samples, Upscaler};
 
 /// Output bytes one band aims at: the band's output rows stay in L2 while they are written and handed on.
-const BAND_OUT_BYTES: usize = 256 << 10;
+const BAND_OUT_BYTES: usize = 192 << 10;
 /// Extra f32/u16 elements after each padded row or staging plane, so that kernels can run whole blocks of vectors
 /// past the end of a row without bounds checks: blocks are at most 8 vectors of 16 lanes, plus one vector.
 const SLACK: usize = 8 * LANES + 2 * LANES;
@@ -141,8 +141,67 @@ pub(crate) fn interleave_tables(rep_c: usize, r: usize, nc: usize) -> Vec<[u16; 
         .collect()
 }
 
+/// One input row, interleaved, `ic` channels.
+#[derive(Clone, Copy)]
+pub(crate) enum SrcRow<'a> {
+    U8(&'a [u8]),
+    U16(&'a [u16]),
+}
+
+/// Arguments of one row load: `n` pixels of `src` -> three f32 rows (`v / 255` or `v / 65535`; gray fills all
+/// three with channel 0; alpha is skipped).
+pub(crate) struct LoadArgs<'a> {
+    pub src: SrcRow<'a>,
+    pub ic: usize,
+    pub n: usize,
+}
+
+impl LoadArgs<'_> {
+    /// Asserts the lengths a load kernel relies on: it may write whole 16-lane vectors (zeros past `n`).
+    pub(crate) fn check(&self, dst: &[&mut [f32]; 3]) {
+        let len = match self.src {
+            SrcRow::U8(s) => s.len(),
+            SrcRow::U16(s) => s.len(),
+        };
+        assert!((1..=4).contains(&self.ic) && len == self.n * self.ic);
+        assert!(dst.iter().all(|d| d.len() >= self.n.next_multiple_of(LANES)));
+    }
+}
+
+/// Arguments of one row expansion: `dst[p] = src[p / e]` for `p < n * e`.
+pub(crate) struct ExpandArgs<'a> {
+    pub src: &'a [f32],
+    pub e: usize,
+    pub n: usize,
+    /// f32 lane permutations for AVX-512, one per phase of 16-value chunks (see [`expand_tables`]).
+    pub tables: &'a [[u32; 16]],
+}
+
+impl ExpandArgs<'_> {
+    /// Asserts the lengths an expand kernel relies on: it loads 16 source values per 16 outputs and may write whole
+    /// 16-lane vectors (copies of the source past `n`).
+    pub(crate) fn check(&self, dst: &[f32]) {
+        assert!(self.e >= 1 && self.src.len() >= self.n + LANES);
+        assert!(dst.len() >= (self.n * self.e).next_multiple_of(LANES));
+        assert!(self.tables.len() == self.e / gcd(LANES, self.e));
+    }
+}
+
+/// Lane permutations for expanding by `e`: entry `s` serves output chunks `16*s'` with `s' % period == s`.
+pub(crate) fn expand_tables(e: usize) -> Vec<[u32; 16]> {
+    let period = e / gcd(LANES, e);
+    (0..period)
+        .map(|s| {
+            let p0 = LANES * s;
+            std::array::from_fn(|l| ((p0 + l) / e - p0 / e) as u32)
+        })
+        .collect()
+}
+
 /// The kernels of one CPU path.
 pub(crate) struct Kernels {
+    pub load: fn(&LoadArgs<'_>, &mut [&mut [f32]; 3]),
+    pub expand: fn(&ExpandArgs<'_>, &mut [f32]),
     pub general: fn(&GeneralArgs<'_>, &mut Staging<'_>),
     pub fast: fn(&FastArgs<'_>, &mut Staging<'_>),
     pub interleave8: fn(&InterleaveArgs<'_>, &mut [u8]),
@@ -156,6 +215,8 @@ impl Kernels {
         match path {
             #[cfg(target_arch = "x86_64")]
             CpuPath::Avx512 => Kernels {
+                load: super::avx512::load,
+                expand: super::avx512::expand,
                 general: super::avx512::conv_general,
                 fast: super::avx512::conv_fast,
                 interleave8: super::avx512::interleave8,
@@ -163,6 +224,8 @@ impl Kernels {
             },
             #[cfg(target_arch = "x86_64")]
             CpuPath::Avx2Fma => Kernels {
+                load: portable::load,
+                expand: portable::expand,
                 general: super::avx2::conv_general,
                 fast: super::avx2::conv_fast,
                 interleave8: portable::interleave8,
@@ -170,12 +233,16 @@ impl Kernels {
             },
             #[cfg(target_arch = "aarch64")]
             CpuPath::Neon => Kernels {
+                load: portable::load,
+                expand: portable::expand,
                 general: super::neon::conv_general,
                 fast: super::neon::conv_fast,
                 interleave8: portable::interleave8,
                 interleave16: portable::interleave16,
             },
             _ => Kernels {
+                load: portable::load,
+                expand: portable::expand,
                 general: portable::conv_general,
                 fast: portable::conv_fast,
                 interleave8: portable::interleave8,
@@ -210,18 +277,61 @@ pub(crate) struct Plan<'a> {
     band_h: usize,
     maxv: f32,
     tables: Vec<[u16; 64]>,
+    expand_tables: Vec<[u32; 16]>,
+    /// Stride of the unexpanded rows `load` writes before `expand`.
+    tmp_stride: usize,
 }
 
-/// The working set of one band; reused across groups.
+/// Band buffers kept by the calling thread between calls, so that repeated calls (the service, benchmarks) do not
+/// fault in fresh pages every time. At most `BufCache::MAX_BYTES` stay cached per thread.
+struct BufCache;
+
+thread_local! {
+    static CACHE: std::cell::RefCell<Vec<BandBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl BufCache {
+    const MAX_BYTES: usize = 32 << 20;
+
+    fn take(n: usize) -> Vec<BandBuf> {
+        let mut v = CACHE.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        v.resize_with(n, BandBuf::default);
+        v
+    }
+
+    fn give_back(mut v: Vec<BandBuf>) {
+        let mut total = 0;
+        v.retain(|b| {
+            total += b.bytes();
+            total <= Self::MAX_BYTES
+        });
+        CACHE.with(|c| *c.borrow_mut() = v);
+    }
+}
+
+/// The working set of one band; reused across groups (and calls, see `BufCache`).
+///
+/// Invariant: for a given `geom`, the padding and slack of `planes` and the tail of `tmp` are zero. Kernels only
+/// ever write zeros there, and a buffer is cleared when the geometry changes.
 #[derive(Default)]
 pub(crate) struct BandBuf {
+    geom: [usize; 6],
     planes: Vec<f32>,
+    tmp: Vec<f32>,
     staging: Vec<u16>,
     alpha: Vec<u16>,
     out8: Vec<u8>,
     out16: Vec<u16>,
     first_row: u32,
     rows: u32,
+}
+
+impl BandBuf {
+    fn bytes(&self) -> usize {
+        4 * (self.planes.capacity() + self.tmp.capacity())
+            + 2 * (self.staging.capacity() + self.alpha.capacity() + self.out16.capacity())
+            + self.out8.capacity()
+    }
 }
 
 impl<'a> Plan<'a> {
@@ -260,6 +370,8 @@ impl<'a> Plan<'a> {
             band_h,
             maxv: if bytes == 1 { 255.0 } else { 65535.0 },
             tables: interleave_tables(if fast { r } else { 1 }, r, nc),
+            expand_tables: expand_tables(e),
+            tmp_stride: w.next_multiple_of(LANES) + LANES,
         }
     }
 
@@ -269,8 +381,20 @@ impl<'a> Plan<'a> {
             return Ok(());
         }
         let n_bands = self.h.div_ceil(self.band_h);
-        let group = (2 * rayon::current_num_threads()).clamp(1, n_bands);
-        let mut bufs: Vec<BandBuf> = (0..group).map(|_| BandBuf::default()).collect();
+        let group = (4 * rayon::current_num_threads()).clamp(1, n_bands);
+        let mut bufs = BufCache::take(group);
+        let res = self.run_groups(n_bands, group, &mut bufs, &mut sink);
+        BufCache::give_back(bufs);
+        res
+    }
+
+    fn run_groups<E>(
+        &self,
+        n_bands: usize,
+        group: usize,
+        bufs: &mut [BandBuf],
+        sink: &mut impl FnMut(OutRows<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         for g0 in (0..n_bands).step_by(group) {
             let n = group.min(n_bands - g0);
             bufs[..n].par_iter_mut().enumerate().for_each(|(j, buf)| self.run_band(g0 + j, buf));
@@ -292,17 +416,33 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// Fills `dst` (`W*e` values) with channel `ch` of input row `y`, as f32, each pixel repeated `e` times.
-    fn convert_row(&self, y: usize, ch: usize, dst: &mut [f32]) {
-        let (w, ic) = (self.w, self.ic);
-        match &self.img.samples {
-            Samples::U8(s) => {
-                let src = &s[y * w * ic..(y + 1) * w * ic];
-                expand(self.e, dst, src.iter().skip(ch).step_by(ic).map(|&v| LUT8[v as usize]));
+    /// Loads input row `y` (zeros outside the image) into ring slot `slot` of the three planes.
+    fn load_row(&self, y: isize, slot: usize, planes: &mut [f32], tmp: &mut [f32]) {
+        let (w, e) = (self.w, self.e);
+        let plane_len = self.k * self.row_stride;
+        let vec_len = (w * e).next_multiple_of(LANES);
+        let [p0, p1, p2] = plane_rows(planes, plane_len, slot * self.row_stride + self.pad * e, vec_len);
+        if y < 0 || y >= self.h as isize {
+            for d in [p0, p1, p2] {
+                d[..w * e].fill(0.0);
             }
-            Samples::U16(s) => {
-                let src = &s[y * w * ic..(y + 1) * w * ic];
-                expand(self.e, dst, src.iter().skip(ch).step_by(ic).map(|&v| v as f32 / 65535.0));
+            return;
+        }
+        let y = y as usize;
+        let row = w * self.ic;
+        let src = match &self.img.samples {
+            Samples::U8(s) => SrcRow::U8(&s[y * row..(y + 1) * row]),
+            Samples::U16(s) => SrcRow::U16(&s[y * row..(y + 1) * row]),
+        };
+        let la = LoadArgs { src, ic: self.ic, n: w };
+        if e == 1 {
+            (self.kernels.load)(&la, &mut [p0, p1, p2]);
+        } else {
+            let [t0, t1, t2] = plane_rows(tmp, self.tmp_stride, 0, self.tmp_stride);
+            (self.kernels.load)(&la, &mut [&mut t0[..], &mut t1[..], &mut t2[..]]);
+            for (t, d) in [t0, t1, t2].into_iter().zip([p0, p1, p2]) {
+                let ea = ExpandArgs { src: t, e, n: w, tables: &self.expand_tables };
+                (self.kernels.expand)(&ea, d);
             }
         }
     }
@@ -312,11 +452,16 @@ impl<'a> Plan<'a> {
         let y0 = band * self.band_h;
         let y1 = (y0 + self.band_h).min(self.h);
         let nb = y1 - y0;
-        // Rows of one plane: the band plus its halo; the buffer is sized for a full band so that it never shrinks
-        // (pads and slack are zero from allocation and never written).
-        let prow = self.band_h + 2 * pad;
-        let plane_len = prow * self.row_stride;
+        // A ring of k padded rows per plane: input row `yy` lives in slot `(yy + pad) % k`.
+        let plane_len = k * self.row_stride;
+        let geom = [plane_len, self.row_stride, self.tmp_stride, pad, e, w];
+        if buf.geom != geom {
+            buf.geom = geom;
+            buf.planes.clear();
+            buf.tmp.clear();
+        }
         buf.planes.resize(3 * plane_len, 0.0);
+        buf.tmp.resize(3 * self.tmp_stride, 0.0);
         buf.staging.resize(3 * self.st_stride, 0);
         buf.alpha.resize(w + SLACK, 0);
         let out_row = self.n_out * self.nc;
@@ -327,25 +472,17 @@ impl<'a> Plan<'a> {
         }
         buf.first_row = (y0 * r) as u32;
         buf.rows = (nb * r) as u32;
-
-        for pr in 0..nb + 2 * pad {
-            let y = (y0 + pr) as isize - pad as isize;
-            for c in 0..3 {
-                let at = c * plane_len + pr * self.row_stride + pad * e;
-                let dst = &mut buf.planes[at..at + w * e];
-                if y < 0 || y >= self.h as isize {
-                    dst.fill(0.0);
-                } else {
-                    // Grayscale is expanded to RGB: all three planes read channel 0.
-                    self.convert_row(y as usize, if self.ic <= 2 { 0 } else { c }, dst);
-                }
-            }
+        let slot = |yy: isize| (yy + pad as isize) as usize % k;
+        for yy in y0 as isize - pad as isize..(y0 + pad) as isize {
+            self.load_row(yy, slot(yy), &mut buf.planes, &mut buf.tmp);
         }
 
-        let BandBuf { planes, staging, alpha: alpha_buf, out8, out16, .. } = buf;
-        let planes: &[f32] = planes;
+        let BandBuf { planes, tmp, staging, alpha: alpha_buf, out8, out16, .. } = buf;
         for ly in 0..nb {
             let y = y0 + ly;
+            let ahead = (y + pad) as isize;
+            self.load_row(ahead, slot(ahead), planes, tmp);
+            let planes: &[f32] = planes;
             let alpha = if self.nc == 4 {
                 let row = &mut alpha_buf[..];
                 match &self.img.samples {
@@ -371,7 +508,7 @@ impl<'a> Plan<'a> {
             let mut rows: [&[f32]; 27] = [&[]; 27];
             for ic in 0..3 {
                 for dy in 0..k {
-                    let at = ic * plane_len + (ly + dy) * self.row_stride;
+                    let at = ic * plane_len + slot((y + dy) as isize - pad as isize) * self.row_stride;
                     rows[ic * k + dy] = &planes[at..at + self.row_stride];
                 }
             }
@@ -425,38 +562,9 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// `v / 255` for every u8 `v`, exactly as PyTorch divides (`ToTensor`, `x / 255.0` in f32).
-static LUT8: [f32; 256] = {
-    let mut t = [0f32; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = i as f32 / 255.0;
-        i += 1;
-    }
-    t
-};
-
-/// Writes each value of `src` `e` times into `dst` (`dst.len() == e * src.len()`).
-fn expand(e: usize, dst: &mut [f32], src: impl Iterator<Item = f32>) {
-    fn rep<const E: usize>(dst: &mut [f32], src: impl Iterator<Item = f32>) {
-        for (d, v) in dst.chunks_exact_mut(E).zip(src) {
-            let d: &mut [f32; E] = d.try_into().expect("chunk of E");
-            *d = [v; E];
-        }
-    }
-    match e {
-        1 => rep::<1>(dst, src),
-        2 => rep::<2>(dst, src),
-        3 => rep::<3>(dst, src),
-        4 => rep::<4>(dst, src),
-        5 => rep::<5>(dst, src),
-        6 => rep::<6>(dst, src),
-        7 => rep::<7>(dst, src),
-        8 => rep::<8>(dst, src),
-        _ => {
-            for (d, v) in dst.chunks_exact_mut(e).zip(src) {
-                d.fill(v);
-            }
-        }
-    }
+/// Three disjoint `len`-long rows at `at` in each of the three planes of `buf` (plane `c` at `c * plane_len`).
+fn plane_rows(buf: &mut [f32], plane_len: usize, at: usize, len: usize) -> [&mut [f32]; 3] {
+    let (a, rest) = buf.split_at_mut(plane_len);
+    let (b, c) = rest.split_at_mut(plane_len);
+    [&mut a[at..at + len], &mut b[at..at + len], &mut c[at..at + len]]
 }

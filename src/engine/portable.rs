@@ -2,7 +2,7 @@
 //! over `FUSED`: `false` (this path) multiplies then adds, as baseline x86-64 has no FMA; `true` uses `mul_add`,
 //! which the NEON path compiles to `fmla`.
 
-use super::band::{FastArgs, GeneralArgs, InterleaveArgs, Staging};
+use super::band::{ExpandArgs, FastArgs, GeneralArgs, InterleaveArgs, LoadArgs, SrcRow, Staging};
 
 /// Lanes of one logical vector on every path (one AVX-512 register).
 pub const LANES: usize = 16;
@@ -27,6 +27,79 @@ pub fn quantize(y: f32, maxv: f32) -> u16 {
     const MAGIC: f32 = 8_388_608.0;
     let t = y.max(0.0).min(1.0) * maxv;
     ((t + MAGIC) - MAGIC) as u16
+}
+
+/// `v / 255` for every u8 `v`, exactly as PyTorch divides (`x / 255.0` in f32).
+pub static LUT8: [f32; 256] = {
+    let mut t = [0f32; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i as f32 / 255.0;
+        i += 1;
+    }
+    t
+};
+
+/// Loads one row into three f32 rows (see [`LoadArgs`]); writes exactly `n` values per row.
+pub(crate) fn load(a: &LoadArgs<'_>, dst: &mut [&mut [f32]; 3]) {
+    a.check(dst);
+    match (a.src, a.ic) {
+        (SrcRow::U8(s), 1) => load_ic::<_, 1>(s, |v| LUT8[v as usize], dst, a.n),
+        (SrcRow::U8(s), 2) => load_ic::<_, 2>(s, |v| LUT8[v as usize], dst, a.n),
+        (SrcRow::U8(s), 3) => load_ic::<_, 3>(s, |v| LUT8[v as usize], dst, a.n),
+        (SrcRow::U8(s), _) => load_ic::<_, 4>(s, |v| LUT8[v as usize], dst, a.n),
+        (SrcRow::U16(s), 1) => load_ic::<_, 1>(s, |v| v as f32 / 65535.0, dst, a.n),
+        (SrcRow::U16(s), 2) => load_ic::<_, 2>(s, |v| v as f32 / 65535.0, dst, a.n),
+        (SrcRow::U16(s), 3) => load_ic::<_, 3>(s, |v| v as f32 / 65535.0, dst, a.n),
+        (SrcRow::U16(s), _) => load_ic::<_, 4>(s, |v| v as f32 / 65535.0, dst, a.n),
+    }
+}
+
+#[inline(always)]
+fn load_ic<T: Copy, const IC: usize>(s: &[T], cv: impl Fn(T) -> f32, dst: &mut [&mut [f32]; 3], n: usize) {
+    let [d0, d1, d2] = dst;
+    if IC <= 2 {
+        // Grayscale is expanded to RGB: all three rows get channel 0.
+        for (d, px) in d0[..n].iter_mut().zip(s.chunks_exact(IC)) {
+            *d = cv(px[0]);
+        }
+        d1[..n].copy_from_slice(&d0[..n]);
+        d2[..n].copy_from_slice(&d0[..n]);
+    } else {
+        let rows = d0[..n].iter_mut().zip(d1[..n].iter_mut()).zip(d2[..n].iter_mut());
+        for (((r, g), b), px) in rows.zip(s.chunks_exact(IC)) {
+            *r = cv(px[0]);
+            *g = cv(px[1]);
+            *b = cv(px[2]);
+        }
+    }
+}
+
+/// Expands one row (see [`ExpandArgs`]); writes exactly `n * e` values.
+pub(crate) fn expand(a: &ExpandArgs<'_>, dst: &mut [f32]) {
+    fn rep<const E: usize>(dst: &mut [f32], src: &[f32]) {
+        for (d, &v) in dst.chunks_exact_mut(E).zip(src) {
+            let d: &mut [f32; E] = d.try_into().expect("chunk of E");
+            *d = [v; E];
+        }
+    }
+    a.check(dst);
+    let (dst, src) = (&mut dst[..a.n * a.e], &a.src[..a.n]);
+    match a.e {
+        1 => dst.copy_from_slice(src),
+        2 => rep::<2>(dst, src),
+        3 => rep::<3>(dst, src),
+        4 => rep::<4>(dst, src),
+        5 => rep::<5>(dst, src),
+        6 => rep::<6>(dst, src),
+        7 => rep::<7>(dst, src),
+        8 => rep::<8>(dst, src),
+        e => {
+            for (d, &v) in dst.chunks_exact_mut(e).zip(src) {
+                d.fill(v);
+            }
+        }
+    }
 }
 
 /// General-path conv row (see [`GeneralArgs`]), one 16-lane vector at a time.
