@@ -143,6 +143,53 @@ def main():
     big_jpg = base_jpg[: sof + 5] + struct.pack(">HH", 65000, 65000) + base_jpg[sof + 9 :]
     case("jpeg_header_65000x65000", write("jpeg_header_65000x65000.jpg", big_jpg), 422, content_type="image/jpeg")
 
+    # The same for every other format: a huge size in a tiny file.
+    bmp = bytearray(pil_bytes(Image.new("RGB", (4, 4), (1, 2, 3)), "BMP"))
+    bmp[18:26] = struct.pack("<ii", 60000, 60000)
+    case("bmp_header_60000x60000", write("bmp_header_60000x60000.bmp", bytes(bmp)), 422, content_type="image/bmp")
+    # Over what a BMP decoder accepts at all (65535): "not a decodable image" or "too large", both fine.
+    bmp[18:26] = struct.pack("<ii", 100000, 100000)
+    case("bmp_header_100000x100000", write("bmp_header_100000x100000.bmp", bytes(bmp)), [415, 422],
+         content_type="image/bmp")
+    gif1 = bytearray(pil_bytes(Image.new("P", (4, 4)), "GIF"))
+    gif1[6:10] = struct.pack("<HH", 65535, 65535)  # logical screen; the one frame stays 4x4
+    case("gif_screen_65535x65535", write("gif_screen_65535x65535.gif", bytes(gif1)), 422, content_type="image/gif")
+
+    def tiff_claiming(w, h):
+        entries = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+                   (273, 4, 1, 8 + 2 + 12 * 9 + 4), (277, 3, 1, 1), (278, 4, 1, h), (279, 4, 1, 16)]
+        ifd = struct.pack("<H", len(entries)) + b"".join(
+            struct.pack("<HHI", tag, typ, n) + (struct.pack("<HH", v, 0) if typ == 3 else struct.pack("<I", v))
+            for tag, typ, n, v in entries) + struct.pack("<I", 0)
+        return b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(16)
+
+    case("tiff_header_100000x100000", write("tiff_header_100000x100000.tiff", tiff_claiming(100000, 100000)), 422,
+         content_type="image/tiff")
+    # WebP lossless (VP8L): 14-bit width-1 and height-1 after the 0x2f signature; 16383 x 16383 (the WebP maximum)
+    # = 268 Mpx.
+    webp = bytearray(pil_bytes(Image.new("RGB", (4, 4), (1, 2, 3)), "WEBP", lossless=True))
+    assert webp[12:16] == b"VP8L" and webp[20] == 0x2F
+    bits = struct.unpack("<I", bytes(webp[21:25]))[0]
+    bits = (bits & ~((1 << 28) - 1)) | 16382 | (16382 << 14)
+    webp[21:25] = struct.pack("<I", bits)
+    case("webp_header_16383x16383", write("webp_header_16383x16383.webp", bytes(webp)), 422, content_type="image/webp")
+    # Decompression bombs in PNG metadata: an iCCP profile and a zTXt comment that inflate to 200 MB each. The
+    # pixels are fine; the service must not inflate 200 MB (a 200 without the profile, or a 4xx, both acceptable).
+    bomb = zlib.compress(bytes(200 << 20), 9)
+    small_png = pil_bytes(Image.new("RGB", (8, 8), (9, 8, 7)), "PNG")
+    ihdr_end = 8 + 25
+    iccp = small_png[:ihdr_end] + chunk(b"iCCP", b"bomb\x00\x00" + bomb) + small_png[ihdr_end:]
+    case("png_iccp_bomb", write("png_iccp_bomb.png", iccp), [200, 415, 422], content_type="image/png",
+         expect=out(8, 8, 3, 8))
+    ztxt = small_png[:ihdr_end] + chunk(b"zTXt", b"Comment\x00\x00" + bomb) + small_png[ihdr_end:]
+    case("png_ztxt_bomb", write("png_ztxt_bomb.png", ztxt), [200, 415, 422], content_type="image/png",
+         expect=out(8, 8, 3, 8))
+    # Many frames: only the first is decoded.
+    frames = [Image.new("RGB", (16, 16), (i % 256, i * 7 % 256, i * 13 % 256)) for i in range(500)]
+    many = pil_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=10)
+    case("gif_500_frames", write("gif_500_frames.gif", many), 200, content_type="image/gif",
+         expect=out(16, 16, None, 8, channels_any=[3, 4]))
+
     # 25 megapixels (5000 x 5000), asked to grow 4x: over both limits, rejected before any work.
     solid25 = pil_bytes(Image.new("RGB", (5000, 5000), (40, 90, 200)), "PNG", optimize=True)
     case("solid_25mp_scale4", write("solid_25mp.png", solid25), 422, query="scale=4")
