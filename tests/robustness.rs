@@ -414,7 +414,7 @@ async fn sigterm_under_load_drains_and_exits_0() {
     };
     let h = start_upload(addr, "", &small_png()).await;
     wait_admitted(addr, 1, "the upload in flight").await;
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = Command::new("sh").args(["-c", &format!("kill -TERM {}", child.id())]).status().expect("sh -c kill");
     assert!(status.success());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(child.try_wait().expect("try_wait").is_none(), "exited with a request in flight");
