@@ -99,11 +99,17 @@ fn fixed_iterations() -> bool {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool");
     let img = image(n);
     let up = Upscaler::new(&kernel(r, k, tied), Options { path, allow_fast_path: fast });
-    let t = std::time::Instant::now();
-    for _ in 0..iters {
-        pool.install(|| up.upscale_streaming(&img, |_| Ok::<(), Infallible>(())).unwrap());
+    let mut times: Vec<f64> = (0..iters)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            pool.install(|| up.upscale_streaming(&img, |_| Ok::<(), Infallible>(())).unwrap());
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    if let (Some(min), Some(med)) = (times.first(), times.get(times.len() / 2)) {
+        eprintln!("{case} threads={threads}: min {min:.3} ms, median {med:.3} ms over {iters} iterations");
     }
-    eprintln!("{case}: {:.3} ms/iter wall", t.elapsed().as_secs_f64() * 1e3 / iters.max(1) as f64);
     true
 }
 

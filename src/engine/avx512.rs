@@ -62,6 +62,15 @@ pub(crate) fn interleave8(a: &InterleaveArgs<'_>, out: &mut [u8]) {
     unsafe { interleave8_k(a, out) }
 }
 
+/// Interleave into 8-bit samples with AVX-512 VBMI byte permutes (32 pixels per step).
+pub(crate) fn interleave8_vbmi(a: &InterleaveArgs<'_>, out: &mut [u8]) {
+    assert!(CpuPath::Avx512.is_supported() && is_x86_feature_detected!("avx512vbmi"));
+    a.check(out.len());
+    // SAFETY: the CPU supports avx512f/bw/vl/vbmi (asserted above), and `check` asserted the plane, alpha, table
+    // and output lengths the kernel relies on (32-sample windows).
+    unsafe { interleave8_vbmi_k(a, out) }
+}
+
 /// Interleave into 16-bit samples.
 pub(crate) fn interleave16(a: &InterleaveArgs<'_>, out: &mut [u16]) {
     assert!(CpuPath::Avx512.is_supported());
@@ -314,6 +323,50 @@ unsafe fn interleave8_k(a: &InterleaveArgs<'_>, out: &mut [u8]) {
 }
 
 /// # Safety
+/// - The CPU supports avx512f/bw/vl/vbmi.
+/// - `a.check(out.len())` holds.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn interleave8_vbmi_k(a: &InterleaveArgs<'_>, out: &mut [u8]) {
+    const CHUNK: usize = 2 * LANES;
+    let nc = a.nc();
+    let dst = out.as_mut_ptr();
+    let (mut p0, mut phase) = (0, 0);
+    while p0 < a.n {
+        let pl = a.planes.as_ptr().add(p0 / a.rep_c);
+        let r = _mm512_loadu_si512(pl as *const __m512i);
+        let g = _mm512_loadu_si512(pl.add(a.stride) as *const __m512i);
+        let b = _mm512_loadu_si512(pl.add(2 * a.stride) as *const __m512i);
+        let al = match a.alpha {
+            Some(al) => _mm512_loadu_si512(al.as_ptr().add(p0 / a.r) as *const __m512i),
+            None => _mm512_setzero_si512(),
+        };
+        let t = &a.btables[phase];
+        let ns = (a.n - p0).min(CHUNK) * nc;
+        let d = dst.add(p0 * nc);
+        for z in 0..nc.div_ceil(2) {
+            let i0 = _mm512_loadu_si512(t.idx[z][0].as_ptr() as *const __m512i);
+            let i1 = _mm512_loadu_si512(t.idx[z][1].as_ptr() as *const __m512i);
+            let o = _mm512_mask_blend_epi8(
+                t.mask[z],
+                _mm512_permutex2var_epi8(r, i0, g),
+                _mm512_permutex2var_epi8(b, i1, al),
+            );
+            let valid = ns.saturating_sub(64 * z).min(64);
+            if valid == 64 {
+                _mm512_storeu_si512(d.add(64 * z) as *mut __m512i, o);
+            } else if valid > 0 {
+                _mm512_mask_storeu_epi8(d.add(64 * z) as *mut i8, (1u64 << valid) - 1, o);
+            }
+        }
+        p0 += CHUNK;
+        phase += 1;
+        if phase == a.btables.len() {
+            phase = 0;
+        }
+    }
+}
+
+/// # Safety
 /// - The CPU supports avx512f/bw/vl.
 /// - `a.check(out.len())` holds.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
@@ -371,6 +424,61 @@ mod tests {
                 }
                 for (x, g) in xs.iter().zip(got) {
                     assert_eq!(g.to_bits(), (x / d as f32).to_bits(), "{x} / {d}");
+                }
+            }
+        }
+    }
+
+    /// Both 8-bit interleaves (BW words, VBMI bytes) and the 16-bit one equal the portable interleave, for every
+    /// scale, both colour repetitions (general and fast path), with and without alpha, and ragged row ends.
+    #[test]
+    fn interleaves_match_portable() {
+        use crate::engine::band::{byte_tables, interleave_tables, InterleaveArgs};
+        if !CpuPath::Avx512.is_supported() {
+            return;
+        }
+        let vbmi = is_x86_feature_detected!("avx512vbmi");
+        let mut seed = 1u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 16) as u16
+        };
+        for r in 1..=8usize {
+            for w in [1usize, 5, 16, 33, 70] {
+                for fast in [false, true] {
+                    for nc in [3usize, 4] {
+                        let rep_c = if fast { r } else { 1 };
+                        let n = w * r;
+                        let stride = n + 200;
+                        let planes: Vec<u16> = (0..3 * stride).map(|_| next() & 0xFF).collect();
+                        let alpha: Vec<u16> = (0..w + 200).map(|_| next() & 0xFF).collect();
+                        let (tables, btables) = (interleave_tables(rep_c, r, nc), byte_tables(rep_c, r, nc));
+                        let a = InterleaveArgs {
+                            planes: &planes,
+                            stride,
+                            rep_c,
+                            alpha: (nc == 4).then_some(&alpha[..]),
+                            r,
+                            n,
+                            tables: &tables,
+                            btables: &btables,
+                        };
+                        let mut want = vec![0u8; n * nc + 7];
+                        crate::engine::portable::interleave8(&a, &mut want);
+                        let mut got = vec![0u8; n * nc + 7];
+                        interleave8(&a, &mut got);
+                        assert_eq!(got, want, "bw r={r} w={w} fast={fast} nc={nc}");
+                        if vbmi {
+                            let mut got = vec![0u8; n * nc + 7];
+                            interleave8_vbmi(&a, &mut got);
+                            assert_eq!(got, want, "vbmi r={r} w={w} fast={fast} nc={nc}");
+                        }
+                        let mut want16 = vec![0u16; n * nc + 7];
+                        crate::engine::portable::interleave16(&a, &mut want16);
+                        let mut got16 = vec![0u16; n * nc + 7];
+                        interleave16(&a, &mut got16);
+                        assert_eq!(got16, want16, "16-bit r={r} w={w} fast={fast} nc={nc}");
+                    }
                 }
             }
         }

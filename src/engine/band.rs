@@ -91,6 +91,41 @@ pub(crate) struct InterleaveArgs<'a> {
     pub n: usize,
     /// Word permutations for AVX-512, one per phase of 16-pixel chunks (see [`interleave_tables`]).
     pub tables: &'a [[u16; 64]],
+    /// Byte permutations for AVX-512 VBMI, one per phase of 32-pixel chunks (see [`byte_tables`]).
+    pub btables: &'a [ByteTable],
+}
+
+/// How to build 64 output bytes of a 32-pixel chunk from `[R G]` and `[B A]` (32 u16 samples each, the low byte
+/// taken): `idx[0]` indexes `R|G` bytes, `idx[1]` `B|A` bytes, `mask` bit set where the byte comes from `B|A`.
+#[derive(Clone, Copy)]
+pub(crate) struct ByteTable {
+    pub idx: [[[u8; 64]; 2]; 2],
+    pub mask: [u64; 2],
+}
+
+/// Byte permutations for 32-pixel chunks: entry `s` serves chunks `32*s'` with `s' % period == s`,
+/// period `r / gcd(32, r)`.
+pub(crate) fn byte_tables(rep_c: usize, r: usize, nc: usize) -> Vec<ByteTable> {
+    let period = r / gcd(2 * LANES, r);
+    (0..period)
+        .map(|s| {
+            let p0 = 2 * LANES * s;
+            let mut t = ByteTable { idx: [[[0; 64]; 2]; 2], mask: [0; 2] };
+            for q in 0..2 * LANES * nc {
+                let (z, b) = (q / 64, q % 64);
+                let (p, c) = (p0 + q / nc, q % nc);
+                let w = if c < 3 { p / rep_c - p0 / rep_c } else { p / r - p0 / r };
+                let byte = ((c % 2) * 64 + 2 * w) as u8;
+                if c < 2 {
+                    t.idx[z][0][b] = byte;
+                } else {
+                    t.idx[z][1][b] = byte;
+                    t.mask[z] |= 1 << b;
+                }
+            }
+            t
+        })
+        .collect()
 }
 
 impl InterleaveArgs<'_> {
@@ -105,12 +140,14 @@ impl InterleaveArgs<'_> {
     /// Asserts every length an interleave kernel relies on: every 16-pixel chunk loads 16 samples per plane.
     pub(crate) fn check(&self, out_len: usize) {
         assert!(self.n > 0 && (self.rep_c == 1 || self.rep_c == self.r) && self.r >= 1);
-        assert!(self.stride >= (self.n - 1) / self.rep_c + LANES);
-        assert!(self.planes.len() >= 2 * self.stride + (self.n - 1) / self.rep_c + LANES);
+        // Kernels load windows of up to 32 samples per plane.
+        assert!(self.stride >= (self.n - 1) / self.rep_c + 2 * LANES);
+        assert!(self.planes.len() >= 2 * self.stride + (self.n - 1) / self.rep_c + 2 * LANES);
         if let Some(a) = self.alpha {
-            assert!(a.len() >= (self.n - 1) / self.r + LANES);
+            assert!(a.len() >= (self.n - 1) / self.r + 2 * LANES);
         }
         assert!(self.tables.len() == self.r / gcd(LANES, self.r));
+        assert!(self.btables.len() == self.r / gcd(2 * LANES, self.r));
         assert!(out_len >= self.n * self.nc());
     }
 }
@@ -219,7 +256,11 @@ impl Kernels {
                 expand: super::avx512::expand,
                 general: super::avx512::conv_general,
                 fast: super::avx512::conv_fast,
-                interleave8: super::avx512::interleave8,
+                interleave8: if std::arch::is_x86_feature_detected!("avx512vbmi") {
+                    super::avx512::interleave8_vbmi
+                } else {
+                    super::avx512::interleave8
+                },
                 interleave16: super::avx512::interleave16,
             },
             #[cfg(target_arch = "x86_64")]
@@ -277,6 +318,7 @@ pub(crate) struct Plan<'a> {
     band_h: usize,
     maxv: f32,
     tables: Vec<[u16; 64]>,
+    btables: Vec<ByteTable>,
     expand_tables: Vec<[u32; 16]>,
     /// Stride of the unexpanded rows `load` writes before `expand`.
     tmp_stride: usize,
@@ -370,6 +412,7 @@ impl<'a> Plan<'a> {
             band_h,
             maxv: if bytes == 1 { 255.0 } else { 65535.0 },
             tables: interleave_tables(if fast { r } else { 1 }, r, nc),
+            btables: byte_tables(if fast { r } else { 1 }, r, nc),
             expand_tables: expand_tables(e),
             tmp_stride: w.next_multiple_of(LANES) + LANES,
         }
@@ -541,6 +584,7 @@ impl<'a> Plan<'a> {
                     r,
                     n: self.n_out,
                     tables: &self.tables,
+                    btables: &self.btables,
                 };
                 let o = (ly * r + i) * out_row;
                 match self.img.samples {
