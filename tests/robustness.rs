@@ -523,3 +523,80 @@ async fn early_answers_to_large_bodies_keep_the_connection_usable() {
     server.shutdown().await.expect("clean shutdown");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Sends raw bytes on a fresh connection and returns the status of the answer (0 if the connection closed without
+/// one).
+async fn raw_status(addr: SocketAddr, bytes: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(bytes).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(BOUND, s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).get(9..12).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Malformed and oversized request heads (garbage, a 1 MB URI, 10,000 query parameters, a 1 MB header, 10,000
+/// headers, a bad Content-Length, both Content-Length and chunked) get a 4xx or a closed connection, never a 5xx
+/// or a hang; 256 connections that never finish their head (slowloris) do not stop `/healthz` or an upscale on a
+/// new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_heads_and_half_open_connections_do_not_hurt() {
+    let server = TestServer::start(args(1, 2)).await;
+    let c = client();
+    let long_query =
+        format!("GET /kernel?scale={} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n", "9".repeat(1 << 20));
+    let many_params = format!(
+        "GET /kernel?{} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        (0..10_000).map(|i| format!("p{i}=1")).collect::<Vec<_>>().join("&")
+    );
+    let big_header =
+        format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-big: {}\r\nconnection: close\r\n\r\n", "a".repeat(1 << 20));
+    let many_headers = format!(
+        "GET /healthz HTTP/1.1\r\nhost: t\r\n{}connection: close\r\n\r\n",
+        (0..10_000).map(|i| format!("x-h{i}: 1\r\n")).collect::<String>()
+    );
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec()),
+        ("bad request line", b"GET\r\n\r\n".to_vec()),
+        ("HTTP/9", b"GET /healthz HTTP/9.9\r\nhost: t\r\n\r\n".to_vec()),
+        ("1 MB URI", long_query.into_bytes()),
+        ("10,000 query parameters", many_params.into_bytes()),
+        ("1 MB header", big_header.into_bytes()),
+        ("10,000 headers", many_headers.into_bytes()),
+        (
+            "bad content-length",
+            b"POST /upscale HTTP/1.1\r\nhost: t\r\ncontent-type: image/png\r\ncontent-length: -5\r\n\r\n".to_vec(),
+        ),
+        (
+            "two content-lengths",
+            b"POST /upscale HTTP/1.1\r\nhost: t\r\ncontent-type: image/png\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nabcdef"
+                .to_vec(),
+        ),
+        (
+            "content-length and chunked",
+            b"POST /upscale HTTP/1.1\r\nhost: t\r\ncontent-type: image/png\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        ("bad chunk size", b"POST /upscale HTTP/1.1\r\nhost: t\r\ncontent-type: image/png\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_vec()),
+    ];
+    let mut failures = Vec::new();
+    for (name, bytes) in cases {
+        let status = raw_status(server.addr, &bytes).await;
+        eprintln!("{name}: {status}");
+        if status != 0 && !(400..500).contains(&status) {
+            failures.push(format!("{name}: status {status}"));
+        }
+    }
+    // Slowloris: 256 connections with half a request head each, held open.
+    let mut idle = Vec::new();
+    for _ in 0..256 {
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        s.write_all(b"POST /upscale HTTP/1.1\r\nhost: t\r\ncontent-ty").await.expect("half a head");
+        idle.push(s);
+    }
+    assert_eq!(healthz(&c, &server).await, 200, "/healthz with 256 half-open connections");
+    assert_eq!(upscale_status(&c, &server, small_png()).await, 200, "an upscale with 256 half-open connections");
+    drop(idle);
+    assert_eq!(healthz(&c, &server).await, 200);
+    server.shutdown().await.expect("clean shutdown");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
