@@ -46,7 +46,7 @@ impl TestServer {
     }
 }
 
-/// Small service limits for fast tests; everything else at the documented defaults.
+/// The documented default limits (`ServeArgs::default()`), bound to loopback; tests override what they exercise.
 pub fn args() -> ServeArgs {
     ServeArgs { bind: "127.0.0.1:0".into(), ..ServeArgs::default() }
 }
