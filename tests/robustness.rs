@@ -600,3 +600,55 @@ async fn malformed_heads_and_half_open_connections_do_not_hurt() {
     server.shutdown().await.expect("clean shutdown");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A metric's value from `/metrics` (the first line starting with `series` followed by a space), 0 if absent.
+async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let mut s = TcpStream::connect(addr).await.expect("connect for /metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").await.expect("send");
+    let mut buf = Vec::new();
+    tokio::time::timeout(BOUND, s.read_to_end(&mut buf)).await.expect("/metrics in time").expect("read");
+    let text = String::from_utf8_lossy(&parse_answer(&buf).body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A client that goes away while its job waits in the queue: the job never runs. With one slot busy on a long job
+/// (1024x1024 at scale 4), a second request is queued behind it and its client disconnects; the service counts a
+/// queued cancellation, frees the place, and the pixels it reports produced are the long job's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_whose_client_left_never_runs() {
+    let server = TestServer::start(args(1, 2)).await;
+    let addr = server.addr;
+    let long = start_upload(addr, "?scale=4", &noise_png(1024, 1024)).await;
+    let long = tokio::spawn(long.finish());
+    for _ in 0..500 {
+        if metric(addr, "icnr_upscale_jobs_running").await == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metric(addr, "icnr_upscale_jobs_running").await, 1.0, "the long job is not running");
+    let mut queued = start_upload(addr, "", &small_png()).await;
+    let rest = std::mem::take(&mut queued.rest);
+    queued.stream.write_all(&rest).await.expect("the rest of the body");
+    wait_admitted(addr, 2, "the long job and the queued one").await;
+    assert_eq!(metric(addr, "icnr_upscale_jobs_queued").await, 1.0, "the second request is not queued");
+    drop(queued);
+    let mut cancelled = 0.0;
+    for _ in 0..500 {
+        cancelled = metric(addr, "icnr_upscale_jobs_cancelled_total{stage=\"queued\"}").await;
+        if cancelled == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cancelled, 1.0, "no queued cancellation counted");
+    let a = tokio::time::timeout(BOUND, long).await.expect("the long job in time").expect("task");
+    assert_eq!(a.status, 200, "the long job: {}", hostile::lossy(&a.body));
+    wait_admitted(addr, 0, "everything done").await;
+    assert_eq!(metric(addr, "icnr_upscale_output_pixels_total").await, 4096.0 * 4096.0, "only the long job ran");
+    assert_eq!(metric(addr, "icnr_upscale_jobs_cancelled_total{stage=\"running\"}").await, 0.0);
+    server.shutdown().await.expect("clean shutdown");
+}
