@@ -7,6 +7,22 @@ use super::band::{ExpandArgs, FastArgs, GeneralArgs, InterleaveArgs, LoadArgs, S
 use super::portable::LANES;
 use super::CpuPath;
 
+/// `SPREAD[r][lane] = lane / r` (clamped to 7): the input value of each output lane, for r in 2..=8.
+static SPREAD: [[u32; 16]; 9] = {
+    let mut t = [[0u32; 16]; 9];
+    let mut r = 1;
+    while r < 9 {
+        let mut l = 0;
+        while l < 16 {
+            let v = l / r;
+            t[r][l] = if v > 7 { 7 } else { v as u32 };
+            l += 1;
+        }
+        r += 1;
+    }
+    t
+};
+
 /// Vectors per block: 3 x 8 accumulators + 3 weights + 1 input fit the 32 zmm registers.
 const NV_GENERAL: usize = 8;
 const NV_FAST: usize = 8;
@@ -38,9 +54,9 @@ pub(crate) fn expand(a: &ExpandArgs<'_>, dst: &mut [f32]) {
 /// General-path conv row (see [`GeneralArgs`]).
 pub(crate) fn conv_general(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
     assert!(CpuPath::Avx512.is_supported());
-    a.check(LANES - LANES % a.r, NV_GENERAL, st);
-    // SAFETY: the CPU supports avx512f/bw/vl (asserted above), and `check` asserted every length the kernel reads
-    // and writes for this lane width and block size.
+    a.check_unexpanded(LANES - LANES % a.r, NV_GENERAL, st);
+    // SAFETY: the CPU supports avx512f/bw/vl (asserted above), and `check_unexpanded` asserted every length the
+    // kernel reads and writes for this lane width and block size.
     unsafe { conv_general_k(a, st) }
 }
 
@@ -94,9 +110,12 @@ unsafe fn store_q(dst: *mut u16, acc: __m512, one: __m512, maxv: __m512) {
     _mm256_storeu_si256(dst as *mut __m256i, _mm512_cvtusepi32_epi16(i));
 }
 
+/// Rows are *not* expanded: each input vector is 8 loaded values spread over 16 output lanes (`lane / r`) by a
+/// permute, which runs on the shuffle port beside the FMAs and saves writing and reading r-times wider rows.
+///
 /// # Safety
 /// - The CPU supports avx512f.
-/// - `a.check(LANES - LANES % a.r, NV_GENERAL, st)` holds.
+/// - `a.check_unexpanded(LANES - LANES % a.r, NV_GENERAL, st)` holds.
 // Register blocking indexes the three accumulator rows by the same `v`.
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
@@ -109,6 +128,7 @@ unsafe fn conv_general_k(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
         *d = s.as_ptr();
     }
     let (one, maxv) = (_mm512_set1_ps(1.0), _mm512_set1_ps(a.maxv));
+    let spread = _mm512_loadu_si512(SPREAD[r].as_ptr() as *const __m512i);
     let (wp, bp) = (a.w.as_ptr(), a.b.as_ptr());
     let (out, stride) = (st.data.as_mut_ptr(), st.stride);
     let mut p0 = 0;
@@ -120,15 +140,16 @@ unsafe fn conv_general_k(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
         let mut w = wp;
         for ic in 0..3 {
             for dy in 0..k {
-                let row = rows[ic * k + dy].add(p0);
+                let row = rows[ic * k + dy].add(p0 / r);
                 for dx in 0..k {
-                    let src = row.add(dx * r);
+                    let src = row.add(dx);
                     let w0 = _mm512_loadu_ps(w);
                     let w1 = _mm512_loadu_ps(w.add(LANES));
                     let w2 = _mm512_loadu_ps(w.add(2 * LANES));
                     w = w.add(3 * LANES);
                     for v in 0..NV {
-                        let x = _mm512_loadu_ps(src.add(v * l));
+                        let x8 = _mm256_loadu_ps(src.add(v * l / r));
+                        let x = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(x8));
                         acc[0][v] = _mm512_fmadd_ps(w0, x, acc[0][v]);
                         acc[1][v] = _mm512_fmadd_ps(w1, x, acc[1][v]);
                         acc[2][v] = _mm512_fmadd_ps(w2, x, acc[2][v]);

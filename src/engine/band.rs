@@ -54,6 +54,18 @@ pub(crate) fn extent(n: usize, l: usize, nv: usize) -> usize {
 }
 
 impl GeneralArgs<'_> {
+    /// Like [`GeneralArgs::check`], for kernels that take *unexpanded* rows (`Kernels::general_expands`): output
+    /// pixel `p` reads `rows[..][p / r + dx]`, loading 16 values from `(p0 + v*l) / r + dx`.
+    pub(crate) fn check_unexpanded(&self, l: usize, nv: usize, st: &Staging<'_>) {
+        let ext = extent(self.n, l, nv);
+        let taps = 3 * self.k * self.k;
+        assert!(self.r >= 2 && l > 0 && l <= LANES && l.is_multiple_of(self.r));
+        assert!(self.rows.len() == 3 * self.k && self.k <= 9);
+        assert!(self.rows.iter().all(|row| row.len() >= ext / self.r + LANES + self.k - 1));
+        assert!(self.w.len() >= taps * 3 * LANES && self.b.len() >= 3 * LANES);
+        assert!(st.stride >= ext && st.data.len() >= 2 * st.stride + ext);
+    }
+
     /// Asserts every length a kernel with `l` pixels per vector and blocks of `nv` vectors relies on.
     pub(crate) fn check(&self, l: usize, nv: usize, st: &Staging<'_>) {
         let ext = extent(self.n, l, nv);
@@ -240,6 +252,8 @@ pub(crate) struct Kernels {
     pub load: fn(&LoadArgs<'_>, &mut [&mut [f32]; 3]),
     pub expand: fn(&ExpandArgs<'_>, &mut [f32]),
     pub general: fn(&GeneralArgs<'_>, &mut Staging<'_>),
+    /// Whether `general` expands input rows by r itself (in registers): then rows are loaded unexpanded.
+    pub general_expands: bool,
     pub fast: fn(&FastArgs<'_>, &mut Staging<'_>),
     pub interleave8: fn(&InterleaveArgs<'_>, &mut [u8]),
     pub interleave16: fn(&InterleaveArgs<'_>, &mut [u16]),
@@ -255,6 +269,7 @@ impl Kernels {
                 load: super::avx512::load,
                 expand: super::avx512::expand,
                 general: super::avx512::conv_general,
+                general_expands: true,
                 fast: super::avx512::conv_fast,
                 interleave8: if std::arch::is_x86_feature_detected!("avx512vbmi") {
                     super::avx512::interleave8_vbmi
@@ -268,6 +283,7 @@ impl Kernels {
                 load: portable::load,
                 expand: portable::expand,
                 general: super::avx2::conv_general,
+                general_expands: false,
                 fast: super::avx2::conv_fast,
                 interleave8: portable::interleave8,
                 interleave16: portable::interleave16,
@@ -277,6 +293,7 @@ impl Kernels {
                 load: portable::load,
                 expand: portable::expand,
                 general: super::neon::conv_general,
+                general_expands: false,
                 fast: super::neon::conv_fast,
                 interleave8: portable::interleave8,
                 interleave16: portable::interleave16,
@@ -285,6 +302,7 @@ impl Kernels {
                 load: portable::load,
                 expand: portable::expand,
                 general: portable::conv_general,
+                general_expands: false,
                 fast: portable::conv_fast,
                 interleave8: portable::interleave8,
                 interleave16: portable::interleave16,
@@ -383,8 +401,9 @@ impl<'a> Plan<'a> {
         let k = up.kernel.kernel_size as usize;
         let pad = k / 2;
         let fast = up.tied;
-        let e = if fast { 1 } else { r };
-        let n_conv = w * e;
+        let kernels = Kernels::for_path(up.path);
+        let e = if fast || kernels.general_expands { 1 } else { r };
+        let n_conv = if fast { w } else { w * r };
         let n_out = w * r;
         let nc = img.out_channels() as usize;
         let bytes = if img.bit_depth() == 8 { 1 } else { 2 };
@@ -395,7 +414,7 @@ impl<'a> Plan<'a> {
         Plan {
             up,
             img,
-            kernels: Kernels::for_path(up.path),
+            kernels,
             w,
             h,
             r,
