@@ -23,8 +23,7 @@ static SPREAD: [[u32; 16]; 9] = {
     t
 };
 
-/// Vectors per block: 3 x 8 accumulators + 3 weights + 1 input fit the 32 zmm registers.
-const NV_GENERAL: usize = 8;
+/// Fast path vectors per block: 3 x 8 accumulators + 3 weights + 1 input fit the 32 zmm registers.
 const NV_FAST: usize = 8;
 
 /// Loads one row (see [`LoadArgs`]): RGB8 and RGBA8 vectorised, other layouts portable.
@@ -54,10 +53,28 @@ pub(crate) fn expand(a: &ExpandArgs<'_>, dst: &mut [f32]) {
 /// General-path conv row (see [`GeneralArgs`]).
 pub(crate) fn conv_general(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
     assert!(CpuPath::Avx512.is_supported());
-    a.check_unexpanded(LANES - LANES % a.r, NV_GENERAL, st);
-    // SAFETY: the CPU supports avx512f/bw/vl (asserted above), and `check_unexpanded` asserted every length the
-    // kernel reads and writes for this lane width and block size.
-    unsafe { conv_general_k(a, st) }
+    assert!(a.phases == a.r && (2..=8).contains(&a.r));
+    let l = LANES - LANES % a.r;
+    // Vectors per block: 3 * r * NV accumulators (at most 24), NV inputs and 3 weights fit 32 zmm registers.
+    let nv = match a.r {
+        2 => 4,
+        3 | 4 => 2,
+        _ => 1,
+    };
+    a.check_unexpanded(l, nv, st);
+    // SAFETY: the CPU supports avx512f/bw/vl (asserted above); `phases == r` and `check_unexpanded` asserted every
+    // length the kernel reads and writes for this lane width and block size `nv`, which each arm passes as NV.
+    unsafe {
+        match a.r {
+            2 => conv_general_k::<2, 4>(a, st),
+            3 => conv_general_k::<3, 2>(a, st),
+            4 => conv_general_k::<4, 2>(a, st),
+            5 => conv_general_k::<5, 1>(a, st),
+            6 => conv_general_k::<6, 1>(a, st),
+            7 => conv_general_k::<7, 1>(a, st),
+            _ => conv_general_k::<8, 1>(a, st),
+        }
+    }
 }
 
 /// Fast-path conv row (see [`FastArgs`]).
@@ -112,17 +129,18 @@ unsafe fn store_q(dst: *mut u16, acc: __m512, one: __m512, maxv: __m512) {
 
 /// Rows are *not* expanded: each input vector is 8 loaded values spread over 16 output lanes (`lane / r`) by a
 /// permute, which runs on the shuffle port beside the FMAs and saves writing and reading r-times wider rows.
+/// All r row phases are computed together, so each permuted input vector feeds `3 * PH` accumulators.
 ///
 /// # Safety
 /// - The CPU supports avx512f.
-/// - `a.check_unexpanded(LANES - LANES % a.r, NV_GENERAL, st)` holds.
-// Register blocking indexes the three accumulator rows by the same `v`.
+/// - `a.phases == PH == a.r` and `a.check_unexpanded(LANES - LANES % a.r, NV, st)` holds.
+// Register blocking indexes the accumulator arrays by the same `v`.
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
-unsafe fn conv_general_k(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
-    const NV: usize = NV_GENERAL;
+unsafe fn conv_general_k<const PH: usize, const NV: usize>(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
     let (k, r) = (a.k, a.r);
     let l = LANES - LANES % r;
+    let per = 3 * k * k * 3 * LANES;
     let mut rows = [std::ptr::null::<f32>(); 27];
     for (d, s) in rows.iter_mut().zip(a.rows) {
         *d = s.as_ptr();
@@ -133,34 +151,44 @@ unsafe fn conv_general_k(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
     let (out, stride) = (st.data.as_mut_ptr(), st.stride);
     let mut p0 = 0;
     while p0 < a.n {
-        let mut acc = [[_mm512_setzero_ps(); NV]; 3];
-        for (c, acc) in acc.iter_mut().enumerate() {
-            *acc = [_mm512_loadu_ps(bp.add(c * LANES)); NV];
+        let mut acc = [[[_mm512_setzero_ps(); NV]; 3]; PH];
+        for (i, acc) in acc.iter_mut().enumerate() {
+            for (c, acc) in acc.iter_mut().enumerate() {
+                *acc = [_mm512_loadu_ps(bp.add((i * 3 + c) * LANES)); NV];
+            }
         }
-        let mut w = wp;
+        let mut t = 0;
         for ic in 0..3 {
             for dy in 0..k {
                 let row = rows[ic * k + dy].add(p0 / r);
                 for dx in 0..k {
                     let src = row.add(dx);
-                    let w0 = _mm512_loadu_ps(w);
-                    let w1 = _mm512_loadu_ps(w.add(LANES));
-                    let w2 = _mm512_loadu_ps(w.add(2 * LANES));
-                    w = w.add(3 * LANES);
+                    let mut x = [_mm512_setzero_ps(); NV];
                     for v in 0..NV {
                         let x8 = _mm256_loadu_ps(src.add(v * l / r));
-                        let x = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(x8));
-                        acc[0][v] = _mm512_fmadd_ps(w0, x, acc[0][v]);
-                        acc[1][v] = _mm512_fmadd_ps(w1, x, acc[1][v]);
-                        acc[2][v] = _mm512_fmadd_ps(w2, x, acc[2][v]);
+                        x[v] = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(x8));
                     }
+                    for i in 0..PH {
+                        let w = wp.add(i * per + t * 3 * LANES);
+                        let w0 = _mm512_loadu_ps(w);
+                        let w1 = _mm512_loadu_ps(w.add(LANES));
+                        let w2 = _mm512_loadu_ps(w.add(2 * LANES));
+                        for v in 0..NV {
+                            acc[i][0][v] = _mm512_fmadd_ps(w0, x[v], acc[i][0][v]);
+                            acc[i][1][v] = _mm512_fmadd_ps(w1, x[v], acc[i][1][v]);
+                            acc[i][2][v] = _mm512_fmadd_ps(w2, x[v], acc[i][2][v]);
+                        }
+                    }
+                    t += 1;
                 }
             }
         }
         // Vector v+1 overwrites the LANES - l garbage lanes vector v stored past its l pixels.
-        for (c, acc) in acc.iter().enumerate() {
-            for (v, &acc) in acc.iter().enumerate() {
-                store_q(out.add(c * stride + p0 + v * l), acc, one, maxv);
+        for (i, acc) in acc.iter().enumerate() {
+            for (c, acc) in acc.iter().enumerate() {
+                for (v, &acc) in acc.iter().enumerate() {
+                    store_q(out.add((i * 3 + c) * stride + p0 + v * l), acc, one, maxv);
+                }
             }
         }
         p0 += NV * l;

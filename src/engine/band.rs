@@ -20,10 +20,13 @@ pub(crate) struct GeneralArgs<'a> {
     pub r: usize,
     /// Output pixels in the row (`W*r`).
     pub n: usize,
-    /// Lane-pattern weights of this row phase: `[tap][c][16]`.
+    /// Lane-pattern weights of the `phases` row phases computed: `[phase][tap][c][16]`.
     pub w: &'a [f32],
-    /// Lane-pattern bias of this row phase: `[c][16]`.
+    /// Lane-pattern bias of those row phases: `[phase][c][16]`.
     pub b: &'a [f32],
+    /// Row phases computed in one call: 1, or r for kernels with `Kernels::general_all_phases` (then staging
+    /// plane `phase*3 + c`).
+    pub phases: usize,
     /// 255 or 65535.
     pub maxv: f32,
 }
@@ -62,8 +65,8 @@ impl GeneralArgs<'_> {
         assert!(self.r >= 2 && l > 0 && l <= LANES && l.is_multiple_of(self.r));
         assert!(self.rows.len() == 3 * self.k && self.k <= 9);
         assert!(self.rows.iter().all(|row| row.len() >= ext / self.r + LANES + self.k - 1));
-        assert!(self.w.len() >= taps * 3 * LANES && self.b.len() >= 3 * LANES);
-        assert!(st.stride >= ext && st.data.len() >= 2 * st.stride + ext);
+        assert!(self.w.len() >= self.phases * taps * 3 * LANES && self.b.len() >= self.phases * 3 * LANES);
+        assert!(st.stride >= ext && st.data.len() >= (3 * self.phases - 1) * st.stride + ext);
     }
 
     /// Asserts every length a kernel with `l` pixels per vector and blocks of `nv` vectors relies on.
@@ -72,6 +75,7 @@ impl GeneralArgs<'_> {
         let taps = 3 * self.k * self.k;
         assert!(l > 0 && l <= LANES && l.is_multiple_of(self.r));
         assert!(self.rows.len() == 3 * self.k && self.k <= 9);
+        assert!(self.phases == 1);
         assert!(self.rows.iter().all(|row| row.len() >= ext + (self.k - 1) * self.r));
         assert!(self.w.len() >= taps * 3 * LANES && self.b.len() >= 3 * LANES);
         assert!(st.stride >= ext && st.data.len() >= 2 * st.stride + ext);
@@ -254,6 +258,8 @@ pub(crate) struct Kernels {
     pub general: fn(&GeneralArgs<'_>, &mut Staging<'_>),
     /// Whether `general` expands input rows by r itself (in registers): then rows are loaded unexpanded.
     pub general_expands: bool,
+    /// Whether `general` computes all r row phases of an input row in one call.
+    pub general_all_phases: bool,
     pub fast: fn(&FastArgs<'_>, &mut Staging<'_>),
     pub interleave8: fn(&InterleaveArgs<'_>, &mut [u8]),
     pub interleave16: fn(&InterleaveArgs<'_>, &mut [u16]),
@@ -270,6 +276,7 @@ impl Kernels {
                 expand: super::avx512::expand,
                 general: super::avx512::conv_general,
                 general_expands: true,
+                general_all_phases: true,
                 fast: super::avx512::conv_fast,
                 interleave8: if std::arch::is_x86_feature_detected!("avx512vbmi") {
                     super::avx512::interleave8_vbmi
@@ -284,6 +291,7 @@ impl Kernels {
                 expand: portable::expand,
                 general: super::avx2::conv_general,
                 general_expands: false,
+                general_all_phases: false,
                 fast: super::avx2::conv_fast,
                 interleave8: portable::interleave8,
                 interleave16: portable::interleave16,
@@ -294,6 +302,7 @@ impl Kernels {
                 expand: portable::expand,
                 general: super::neon::conv_general,
                 general_expands: false,
+                general_all_phases: false,
                 fast: super::neon::conv_fast,
                 interleave8: portable::interleave8,
                 interleave16: portable::interleave16,
@@ -303,6 +312,7 @@ impl Kernels {
                 expand: portable::expand,
                 general: portable::conv_general,
                 general_expands: false,
+                general_all_phases: false,
                 fast: portable::conv_fast,
                 interleave8: portable::interleave8,
                 interleave16: portable::interleave16,
@@ -524,7 +534,7 @@ impl<'a> Plan<'a> {
         }
         buf.planes.resize(3 * plane_len, 0.0);
         buf.tmp.resize(3 * self.tmp_stride, 0.0);
-        buf.staging.resize(3 * self.st_stride, 0);
+        buf.staging.resize(3 * r * self.st_stride, 0);
         buf.alpha.resize(w + SLACK, 0);
         let out_row = self.n_out * self.nc;
         let out_len = nb * r * out_row;
@@ -576,27 +586,35 @@ impl<'a> Plan<'a> {
             }
             let rows = &rows[..3 * k];
             let mut st = Staging { data: &mut staging[..], stride: self.st_stride };
-            let phases = if self.fast { 1 } else { r };
-            for i in 0..phases {
+            let per = 3 * k * k * 3 * LANES;
+            let general = |i: usize, phases: usize, st: &mut Staging<'_>| {
+                let args = GeneralArgs {
+                    rows,
+                    k,
+                    r,
+                    n: self.n_conv,
+                    w: &self.up.prep.wv[i * per..(i + phases) * per],
+                    b: &self.up.prep.bv[i * 3 * LANES..(i + phases) * 3 * LANES],
+                    phases,
+                    maxv: self.maxv,
+                };
+                (self.kernels.general)(&args, st);
+            };
+            let all_phases = !self.fast && self.kernels.general_all_phases;
+            if all_phases {
+                general(0, r, &mut st);
+            }
+            for i in 0..if self.fast { 1 } else { r } {
                 if self.fast {
                     let args =
                         FastArgs { rows, k, n: self.n_conv, w: &self.up.prep.w0, b: self.up.prep.b0, maxv: self.maxv };
                     (self.kernels.fast)(&args, &mut st);
-                } else {
-                    let per = 3 * k * k * 3 * LANES;
-                    let args = GeneralArgs {
-                        rows,
-                        k,
-                        r,
-                        n: self.n_conv,
-                        w: &self.up.prep.wv[i * per..(i + 1) * per],
-                        b: &self.up.prep.bv[i * 3 * LANES..(i + 1) * 3 * LANES],
-                        maxv: self.maxv,
-                    };
-                    (self.kernels.general)(&args, &mut st);
+                } else if !all_phases {
+                    general(i, 1, &mut st);
                 }
+                let at = if all_phases { 3 * i * self.st_stride } else { 0 };
                 let ia = InterleaveArgs {
-                    planes: &*st.data,
+                    planes: &st.data[at..],
                     stride: self.st_stride,
                     rep_c: if self.fast { r } else { 1 },
                     alpha,
