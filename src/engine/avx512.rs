@@ -92,7 +92,8 @@ pub(crate) fn interleave8(a: &InterleaveArgs<'_>, out: &mut [u8]) {
     a.check(out.len());
     // SAFETY: the CPU supports avx512f/bw/vl (asserted above), and `check` asserted the plane, alpha, table and
     // output lengths the kernel relies on.
-    unsafe { interleave8_k(a, out) }
+    unsafe { interleave8_k(a, out) };
+    a.replicate(out);
 }
 
 /// Interleave into 8-bit samples with AVX-512 VBMI byte permutes (32 pixels per step).
@@ -109,7 +110,8 @@ pub(crate) fn interleave16(a: &InterleaveArgs<'_>, out: &mut [u16]) {
     assert!(CpuPath::Avx512.is_supported());
     a.check(out.len());
     // SAFETY: as in `interleave8`.
-    unsafe { interleave16_k(a, out) }
+    unsafe { interleave16_k(a, out) };
+    a.replicate(out);
 }
 
 /// `round_ties_even(clamp(acc, 0, 1) * maxv)` as 16 u16 stored at `dst`.
@@ -391,6 +393,7 @@ unsafe fn interleave8_vbmi_k(a: &InterleaveArgs<'_>, out: &mut [u8]) {
         };
         let t = &a.btables[phase];
         let ns = (a.n - p0).min(CHUNK) * nc;
+        let row = a.n * nc;
         let d = dst.add(p0 * nc);
         for z in 0..nc.div_ceil(2) {
             let i0 = _mm512_loadu_si512(t.idx[z][0].as_ptr() as *const __m512i);
@@ -401,10 +404,13 @@ unsafe fn interleave8_vbmi_k(a: &InterleaveArgs<'_>, out: &mut [u8]) {
                 _mm512_permutex2var_epi8(b, i1, al),
             );
             let valid = ns.saturating_sub(64 * z).min(64);
-            if valid == 64 {
-                _mm512_storeu_si512(d.add(64 * z) as *mut __m512i, o);
-            } else if valid > 0 {
-                _mm512_mask_storeu_epi8(d.add(64 * z) as *mut i8, (1u64 << valid) - 1, o);
+            for j in 0..a.copies {
+                let dz = d.add(j * row + 64 * z);
+                if valid == 64 {
+                    _mm512_storeu_si512(dz as *mut __m512i, o);
+                } else if valid > 0 {
+                    _mm512_mask_storeu_epi8(dz as *mut i8, (1u64 << valid) - 1, o);
+                }
             }
         }
         p0 += CHUNK;
@@ -509,22 +515,23 @@ mod tests {
                             alpha: (nc == 4).then_some(&alpha[..]),
                             r,
                             n,
+                            copies: 1 + r % 3,
                             tables: &tables,
                             btables: &btables,
                         };
-                        let mut want = vec![0u8; n * nc + 7];
+                        let mut want = vec![0u8; (1 + r % 3) * n * nc + 7];
                         crate::engine::portable::interleave8(&a, &mut want);
-                        let mut got = vec![0u8; n * nc + 7];
+                        let mut got = vec![0u8; (1 + r % 3) * n * nc + 7];
                         interleave8(&a, &mut got);
                         assert_eq!(got, want, "bw r={r} w={w} fast={fast} nc={nc}");
                         if vbmi {
-                            let mut got = vec![0u8; n * nc + 7];
+                            let mut got = vec![0u8; (1 + r % 3) * n * nc + 7];
                             interleave8_vbmi(&a, &mut got);
                             assert_eq!(got, want, "vbmi r={r} w={w} fast={fast} nc={nc}");
                         }
-                        let mut want16 = vec![0u16; n * nc + 7];
+                        let mut want16 = vec![0u16; (1 + r % 3) * n * nc + 7];
                         crate::engine::portable::interleave16(&a, &mut want16);
-                        let mut got16 = vec![0u16; n * nc + 7];
+                        let mut got16 = vec![0u16; (1 + r % 3) * n * nc + 7];
                         interleave16(&a, &mut got16);
                         assert_eq!(got16, want16, "16-bit r={r} w={w} fast={fast} nc={nc}");
                     }

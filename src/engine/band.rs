@@ -105,6 +105,8 @@ pub(crate) struct InterleaveArgs<'a> {
     pub r: usize,
     /// Output pixels in the row.
     pub n: usize,
+    /// Identical output rows to write, one after the other (r on the fast path, whose blocks are uniform).
+    pub copies: usize,
     /// Word permutations for AVX-512, one per phase of 16-pixel chunks (see [`interleave_tables`]).
     pub tables: &'a [[u16; 64]],
     /// Byte permutations for AVX-512 VBMI, one per phase of 32-pixel chunks (see [`byte_tables`]).
@@ -164,7 +166,15 @@ impl InterleaveArgs<'_> {
         }
         assert!(self.tables.len() == self.r / gcd(LANES, self.r));
         assert!(self.btables.len() == self.r / gcd(2 * LANES, self.r));
-        assert!(out_len >= self.n * self.nc());
+        assert!(self.copies >= 1 && out_len >= self.copies * self.n * self.nc());
+    }
+
+    /// Repeats the first output row into the other `copies - 1` (for kernels that write one row).
+    pub(crate) fn replicate<T: Copy>(&self, out: &mut [T]) {
+        let row = self.n * self.nc();
+        for j in 1..self.copies {
+            out.copy_within(0..row, j * row);
+        }
     }
 }
 
@@ -604,6 +614,7 @@ impl<'a> Plan<'a> {
             if all_phases {
                 general(0, r, &mut st);
             }
+            let copies = if self.fast { r } else { 1 };
             for i in 0..if self.fast { 1 } else { r } {
                 if self.fast {
                     let args =
@@ -620,23 +631,15 @@ impl<'a> Plan<'a> {
                     alpha,
                     r,
                     n: self.n_out,
+                    copies,
                     tables: &self.tables,
                     btables: &self.btables,
                 };
                 let o = (ly * r + i) * out_row;
+                let len = copies * out_row;
                 match self.img.samples {
-                    Samples::U8(_) => (self.kernels.interleave8)(&ia, &mut out8[o..o + out_row]),
-                    Samples::U16(_) => (self.kernels.interleave16)(&ia, &mut out16[o..o + out_row]),
-                }
-            }
-            if self.fast {
-                // Every r x r block is uniform: the other r-1 rows repeat the first.
-                let o = ly * r * out_row;
-                for i in 1..r {
-                    match self.img.samples {
-                        Samples::U8(_) => out8.copy_within(o..o + out_row, o + i * out_row),
-                        Samples::U16(_) => out16.copy_within(o..o + out_row, o + i * out_row),
-                    }
+                    Samples::U8(_) => (self.kernels.interleave8)(&ia, &mut out8[o..o + len]),
+                    Samples::U16(_) => (self.kernels.interleave16)(&ia, &mut out16[o..o + len]),
                 }
             }
         }

@@ -186,12 +186,14 @@ fn store(acc: &[[f32; LANES]; 3], maxv: f32, st: &mut Staging<'_>, p0: usize) {
 
 /// Interleaves planar colour (+ alpha) into 8-bit output samples.
 pub(crate) fn interleave8(a: &InterleaveArgs<'_>, out: &mut [u8]) {
-    interleave_generic(a, out, |v| v as u8)
+    interleave_generic(a, out, |v| v as u8);
+    a.replicate(out);
 }
 
 /// Interleaves planar colour (+ alpha) into 16-bit output samples.
 pub(crate) fn interleave16(a: &InterleaveArgs<'_>, out: &mut [u16]) {
-    interleave_generic(a, out, |v| v)
+    interleave_generic(a, out, |v| v);
+    a.replicate(out);
 }
 
 #[inline(always)]
