@@ -1,10 +1,12 @@
 //! AVX2 + FMA kernels: 8-lane ymm vectors, register-blocked over 3 colours x `NV` vectors (12 of the 16 ymm
 //! registers hold accumulators). On the general path a vector covers `8 - 8 % r` output pixels, a multiple of r,
-//! so the first 8 lanes of the 16-lane weight patterns apply to every vector. The interleave is the portable one.
+//! so the first 8 lanes of the 16-lane weight patterns apply to every vector. Load, expand and interleave are the
+//! portable kernels compiled with AVX2 enabled, so that LLVM vectorises them for this path.
 
 use std::arch::x86_64::*;
 
-use super::band::{FastArgs, GeneralArgs, Staging};
+use super::band::{ExpandArgs, FastArgs, GeneralArgs, InterleaveArgs, LoadArgs, Staging};
+use super::portable;
 use super::CpuPath;
 
 /// Lanes of one ymm.
@@ -28,6 +30,62 @@ pub(crate) fn conv_fast(a: &FastArgs<'_>, st: &mut Staging<'_>) {
     // SAFETY: the CPU supports avx2 and fma (asserted above), and `check` asserted every length the kernel reads
     // and writes for this block size (blocks of 16-lane steps cover at least what 8-lane steps touch).
     unsafe { conv_fast_k(a, st) }
+}
+
+/// The portable load, compiled with AVX2.
+pub(crate) fn load(a: &LoadArgs<'_>, dst: &mut [&mut [f32]; 3]) {
+    assert!(CpuPath::Avx2Fma.is_supported());
+    // SAFETY: the CPU supports avx2 (asserted above); the kernel is safe, bounds-checked code.
+    unsafe { load_k(a, dst) }
+}
+
+/// The portable expand, compiled with AVX2.
+pub(crate) fn expand(a: &ExpandArgs<'_>, dst: &mut [f32]) {
+    assert!(CpuPath::Avx2Fma.is_supported());
+    // SAFETY: the CPU supports avx2 (asserted above); the kernel is safe, bounds-checked code.
+    unsafe { expand_k(a, dst) }
+}
+
+/// The portable 8-bit interleave, compiled with AVX2.
+pub(crate) fn interleave8(a: &InterleaveArgs<'_>, out: &mut [u8]) {
+    assert!(CpuPath::Avx2Fma.is_supported());
+    // SAFETY: the CPU supports avx2 (asserted above); the kernel is safe, bounds-checked code.
+    unsafe { interleave8_k(a, out) }
+}
+
+/// The portable 16-bit interleave, compiled with AVX2.
+pub(crate) fn interleave16(a: &InterleaveArgs<'_>, out: &mut [u16]) {
+    assert!(CpuPath::Avx2Fma.is_supported());
+    // SAFETY: the CPU supports avx2 (asserted above); the kernel is safe, bounds-checked code.
+    unsafe { interleave16_k(a, out) }
+}
+
+/// # Safety
+/// The CPU supports avx2.
+#[target_feature(enable = "avx2")]
+unsafe fn load_k(a: &LoadArgs<'_>, dst: &mut [&mut [f32]; 3]) {
+    portable::load(a, dst)
+}
+
+/// # Safety
+/// The CPU supports avx2.
+#[target_feature(enable = "avx2")]
+unsafe fn expand_k(a: &ExpandArgs<'_>, dst: &mut [f32]) {
+    portable::expand(a, dst)
+}
+
+/// # Safety
+/// The CPU supports avx2.
+#[target_feature(enable = "avx2")]
+unsafe fn interleave8_k(a: &InterleaveArgs<'_>, out: &mut [u8]) {
+    portable::interleave8(a, out)
+}
+
+/// # Safety
+/// The CPU supports avx2.
+#[target_feature(enable = "avx2")]
+unsafe fn interleave16_k(a: &InterleaveArgs<'_>, out: &mut [u16]) {
+    portable::interleave16(a, out)
 }
 
 /// `round_ties_even(clamp(acc, 0, 1) * maxv)` as 8 u16 stored at `dst` (NaN gives 0, see the AVX-512 `store_q`).

@@ -297,14 +297,14 @@ impl Kernels {
             },
             #[cfg(target_arch = "x86_64")]
             CpuPath::Avx2Fma => Kernels {
-                load: portable::load,
-                expand: portable::expand,
+                load: super::avx2::load,
+                expand: super::avx2::expand,
                 general: super::avx2::conv_general,
                 general_expands: false,
                 general_all_phases: false,
                 fast: super::avx2::conv_fast,
-                interleave8: portable::interleave8,
-                interleave16: portable::interleave16,
+                interleave8: super::avx2::interleave8,
+                interleave16: super::avx2::interleave16,
             },
             #[cfg(target_arch = "aarch64")]
             CpuPath::Neon => Kernels {
@@ -416,6 +416,10 @@ impl BandBuf {
 
 impl<'a> Plan<'a> {
     pub(crate) fn new(up: &'a Upscaler, img: &'a Image) -> Plan<'a> {
+        assert!(
+            super::output_dims(img.width, img.height, up.kernel.scale).is_some(),
+            "output dimensions overflow u32: callers bound the input size first"
+        );
         let (w, h) = (img.width as usize, img.height as usize);
         let r = up.kernel.scale as usize;
         let k = up.kernel.kernel_size as usize;

@@ -281,6 +281,8 @@ impl Upscaler {
     ///
     /// Bands of input rows are computed in parallel on the current rayon pool (the caller picks the thread count
     /// with `ThreadPool::install`), a group at a time, then handed to `sink` in order on the calling thread.
+    ///
+    /// Panics if the output dimensions overflow u32 (see [`output_dims`]); callers bound the input size first.
     pub fn upscale_streaming<E>(&self, img: &Image, sink: impl FnMut(OutRows<'_>) -> Result<(), E>) -> Result<(), E> {
         band::Plan::new(self, img).run(sink)
     }

@@ -41,6 +41,7 @@ pub static LUT8: [f32; 256] = {
 };
 
 /// Loads one row into three f32 rows (see [`LoadArgs`]); writes exactly `n` values per row.
+#[inline(always)]
 pub(crate) fn load(a: &LoadArgs<'_>, dst: &mut [&mut [f32]; 3]) {
     a.check(dst);
     match (a.src, a.ic) {
@@ -76,6 +77,7 @@ fn load_ic<T: Copy, const IC: usize>(s: &[T], cv: impl Fn(T) -> f32, dst: &mut [
 }
 
 /// Expands one row (see [`ExpandArgs`]); writes exactly `n * e` values.
+#[inline(always)]
 pub(crate) fn expand(a: &ExpandArgs<'_>, dst: &mut [f32]) {
     fn rep<const E: usize>(dst: &mut [f32], src: &[f32]) {
         for (d, &v) in dst.chunks_exact_mut(E).zip(src) {
@@ -132,8 +134,8 @@ pub(crate) fn conv_general_generic<const FUSED: bool>(a: &GeneralArgs<'_>, st: &
                     let w = ws.next().expect("3k^2 taps");
                     for (c, acc) in acc.iter_mut().enumerate() {
                         let w: &[f32; LANES] = w[c * LANES..(c + 1) * LANES].try_into().expect("16 lanes");
-                        for l in 0..LANES {
-                            acc[l] = madd::<FUSED>(w[l], x[l], acc[l]);
+                        for ((acc, &w), &x) in acc.iter_mut().zip(w).zip(x) {
+                            *acc = madd::<FUSED>(w, x, *acc);
                         }
                     }
                 }
@@ -162,8 +164,8 @@ pub(crate) fn conv_fast_generic<const FUSED: bool>(a: &FastArgs<'_>, st: &mut St
                     let x: &[f32; LANES] = row[dx..dx + LANES].try_into().expect("16 lanes");
                     let w = ws.next().expect("3k^2 taps");
                     for (c, acc) in acc.iter_mut().enumerate() {
-                        for l in 0..LANES {
-                            acc[l] = madd::<FUSED>(w[c], x[l], acc[l]);
+                        for (acc, &x) in acc.iter_mut().zip(x) {
+                            *acc = madd::<FUSED>(w[c], x, *acc);
                         }
                     }
                 }
@@ -185,12 +187,14 @@ fn store(acc: &[[f32; LANES]; 3], maxv: f32, st: &mut Staging<'_>, p0: usize) {
 }
 
 /// Interleaves planar colour (+ alpha) into 8-bit output samples.
+#[inline(always)]
 pub(crate) fn interleave8(a: &InterleaveArgs<'_>, out: &mut [u8]) {
     interleave_generic(a, out, |v| v as u8);
     a.replicate(out);
 }
 
 /// Interleaves planar colour (+ alpha) into 16-bit output samples.
+#[inline(always)]
 pub(crate) fn interleave16(a: &InterleaveArgs<'_>, out: &mut [u16]) {
     interleave_generic(a, out, |v| v);
     a.replicate(out);
