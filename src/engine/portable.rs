@@ -122,24 +122,22 @@ pub(crate) fn conv_general_generic<const FUSED: bool>(a: &GeneralArgs<'_>, st: &
     let mut p0 = 0;
     while p0 < a.n {
         let mut acc = [[0f32; LANES]; 3];
+        // One colour at a time keeps a single 16-lane accumulator live, which LLVM vectorises.
         for (c, acc) in acc.iter_mut().enumerate() {
-            acc.copy_from_slice(&a.b[c * LANES..(c + 1) * LANES]);
-        }
-        let mut ws = a.w.chunks_exact(3 * LANES);
-        for ic in 0..3 {
-            for dy in 0..k {
-                let row = &a.rows[ic * k + dy][p0..];
-                for dx in 0..k {
-                    let x: &[f32; LANES] = row[dx * r..dx * r + LANES].try_into().expect("16 lanes");
-                    let w = ws.next().expect("3k^2 taps");
-                    for (c, acc) in acc.iter_mut().enumerate() {
+            let mut v: [f32; LANES] = a.b[c * LANES..(c + 1) * LANES].try_into().expect("16 lanes");
+            let mut ws = a.w.chunks_exact(3 * LANES);
+            for ic in 0..3 {
+                for dy in 0..k {
+                    let row = &a.rows[ic * k + dy][p0..];
+                    for dx in 0..k {
+                        let x: &[f32; LANES] = row[dx * r..dx * r + LANES].try_into().expect("16 lanes");
+                        let w = ws.next().expect("3k^2 taps");
                         let w: &[f32; LANES] = w[c * LANES..(c + 1) * LANES].try_into().expect("16 lanes");
-                        for ((acc, &w), &x) in acc.iter_mut().zip(w).zip(x) {
-                            *acc = madd::<FUSED>(w, x, *acc);
-                        }
+                        v = std::array::from_fn(|q| madd::<FUSED>(w[q], x[q], v[q]));
                     }
                 }
             }
+            *acc = v;
         }
         store(&acc, a.maxv, st, p0);
         p0 += l;
@@ -153,23 +151,21 @@ pub(crate) fn conv_fast_generic<const FUSED: bool>(a: &FastArgs<'_>, st: &mut St
     let mut x0 = 0;
     while x0 < a.n {
         let mut acc = [[0f32; LANES]; 3];
+        // One colour at a time, as in `conv_general_generic`.
         for (c, acc) in acc.iter_mut().enumerate() {
-            *acc = [a.b[c]; LANES];
-        }
-        let mut ws = a.w.chunks_exact(3);
-        for ic in 0..3 {
-            for dy in 0..k {
-                let row = &a.rows[ic * k + dy][x0..];
-                for dx in 0..k {
-                    let x: &[f32; LANES] = row[dx..dx + LANES].try_into().expect("16 lanes");
-                    let w = ws.next().expect("3k^2 taps");
-                    for (c, acc) in acc.iter_mut().enumerate() {
-                        for (acc, &x) in acc.iter_mut().zip(x) {
-                            *acc = madd::<FUSED>(w[c], x, *acc);
-                        }
+            let mut v = [a.b[c]; LANES];
+            let mut ws = a.w.chunks_exact(3);
+            for ic in 0..3 {
+                for dy in 0..k {
+                    let row = &a.rows[ic * k + dy][x0..];
+                    for dx in 0..k {
+                        let x: &[f32; LANES] = row[dx..dx + LANES].try_into().expect("16 lanes");
+                        let w = ws.next().expect("3k^2 taps")[c];
+                        v = std::array::from_fn(|q| madd::<FUSED>(w, x[q], v[q]));
                     }
                 }
             }
+            *acc = v;
         }
         store(&acc, a.maxv, st, x0);
         x0 += LANES;
@@ -244,6 +240,81 @@ mod tests {
                 assert_eq!(quantize(y, maxv), (y.clamp(0.0, 1.0) * maxv).round_ties_even() as u16);
             }
             assert_eq!(quantize(f32::NAN, maxv), 0);
+        }
+    }
+
+    /// The generic kernels with `FUSED = true` (the NEON path's code, which cannot run on this x86 machine): the
+    /// fast path is bit-identical to the general path for tied weights, and fused and unfused results agree within
+    /// 1 LSB.
+    #[test]
+    fn fused_generic_kernels_fast_equals_general() {
+        use crate::engine::band::extent;
+        let mut seed = 7u64;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for (r, k, w) in [(2usize, 3usize, 37usize), (3, 5, 20), (5, 1, 9), (8, 9, 5)] {
+            let pad = k / 2;
+            let taps = 3 * k * k;
+            let n = w * r;
+            let l = LANES - LANES % r;
+            let len_g = extent(n, l, 1) + (k - 1) * r + 64;
+            let len_f = extent(w, LANES, 1) + k + 64;
+            // Padded input rows (zeros outside), unexpanded and expanded by r.
+            let mut small = vec![vec![0f32; len_f]; 3 * k];
+            for row in &mut small {
+                for v in &mut row[pad..pad + w] {
+                    *v = rnd();
+                }
+            }
+            let big: Vec<Vec<f32>> = small
+                .iter()
+                .map(|s| (0..len_g).map(|p| if p / r < len_f { s[p / r] } else { 0.0 }).collect())
+                .collect();
+            let w0: Vec<f32> = (0..taps * 3).map(|_| (rnd() - 0.4) * 4.0 / taps as f32).collect();
+            let b0 = [rnd() * 0.2, rnd() * 0.2, rnd() * 0.2];
+            let wv: Vec<f32> = (0..taps * 3 * LANES).map(|i| w0[i / LANES]).collect();
+            let bv: Vec<f32> = (0..3 * LANES).map(|i| b0[i / LANES]).collect();
+            let small_rows: Vec<&[f32]> = small.iter().map(|v| &v[..]).collect();
+            let big_rows: Vec<&[f32]> = big.iter().map(|v| &v[..]).collect();
+            let ga = GeneralArgs { rows: &big_rows, k, r, n, w: &wv, b: &bv, phases: 1, maxv: 255.0 };
+            let fa = FastArgs { rows: &small_rows, k, n: w, w: &w0, b: b0, maxv: 255.0 };
+            let stride = n + 256;
+            let run_g = |fused: bool| {
+                let mut d = vec![0u16; 3 * stride];
+                let mut st = Staging { data: &mut d, stride };
+                if fused {
+                    conv_general_generic::<true>(&ga, &mut st)
+                } else {
+                    conv_general_generic::<false>(&ga, &mut st)
+                }
+                d
+            };
+            let run_f = |fused: bool| {
+                let mut d = vec![0u16; 3 * stride];
+                let mut st = Staging { data: &mut d, stride };
+                if fused {
+                    conv_fast_generic::<true>(&fa, &mut st)
+                } else {
+                    conv_fast_generic::<false>(&fa, &mut st)
+                }
+                d
+            };
+            for fused in [true, false] {
+                let (g, f) = (run_g(fused), run_f(fused));
+                for c in 0..3 {
+                    for p in 0..n {
+                        assert_eq!(g[c * stride + p], f[c * stride + p / r], "fused={fused} r={r} k={k} c={c} p={p}");
+                    }
+                }
+            }
+            let (g1, g0) = (run_g(true), run_g(false));
+            for c in 0..3 {
+                for p in 0..n {
+                    assert!(g1[c * stride + p].abs_diff(g0[c * stride + p]) <= 1, "r={r} k={k} c={c} p={p}");
+                }
+            }
         }
     }
 }
