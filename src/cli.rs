@@ -72,30 +72,6 @@ impl From<InitArg> for Init {
     }
 }
 
-/// `--initializer`, named as the kernel JSON names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-#[value(rename_all = "snake_case")]
-enum InitializerArg {
-    #[default]
-    KaimingNormal,
-    KaimingUniform,
-    XavierNormal,
-    XavierUniform,
-    Dirac,
-}
-
-impl From<InitializerArg> for Initializer {
-    fn from(a: InitializerArg) -> Initializer {
-        match a {
-            InitializerArg::KaimingNormal => Initializer::KaimingNormal,
-            InitializerArg::KaimingUniform => Initializer::KaimingUniform,
-            InitializerArg::XavierNormal => Initializer::XavierNormal,
-            InitializerArg::XavierUniform => Initializer::XavierUniform,
-            InitializerArg::Dirac => Initializer::Dirac,
-        }
-    }
-}
-
 fn parse_scale(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a whole number"))?;
     if (MIN_SCALE..=MAX_SCALE).contains(&v) {
@@ -128,7 +104,7 @@ struct GenArgs {
     init: Option<InitArg>,
     /// Initializer of the (sub-)kernel [default: kaiming_normal]
     #[arg(long, value_enum)]
-    initializer: Option<InitializerArg>,
+    initializer: Option<Initializer>,
     /// RNG seed (ChaCha8) [default: 0]
     #[arg(long)]
     seed: Option<u64>,
@@ -141,7 +117,7 @@ impl GenArgs {
             scale: self.scale.unwrap_or(d.scale),
             kernel_size: self.kernel_size.unwrap_or(d.kernel_size),
             init: self.init.map_or(d.init, Init::from),
-            initializer: self.initializer.map_or(d.initializer, Initializer::from),
+            initializer: self.initializer.unwrap_or(d.initializer),
             seed: self.seed.unwrap_or(d.seed),
         }
     }

@@ -77,8 +77,9 @@ impl Init {
 }
 
 /// The initializer for the (sub-)kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Initializer {
     #[default]
     KaimingNormal,
