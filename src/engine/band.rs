@@ -59,6 +59,8 @@ pub(crate) fn extent(n: usize, l: usize, nv: usize) -> usize {
 impl GeneralArgs<'_> {
     /// Like [`GeneralArgs::check`], for kernels that take *unexpanded* rows (`Kernels::general_expands`): output
     /// pixel `p` reads `rows[..][p / r + dx]`, loading 16 values from `(p0 + v*l) / r + dx`.
+    // Only the AVX-512 kernel takes unexpanded rows.
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn check_unexpanded(&self, l: usize, nv: usize, st: &Staging<'_>) {
         let ext = extent(self.n, l, nv);
         let taps = 3 * self.k * self.k;
