@@ -1,6 +1,9 @@
 //! Black-box tests of the `icnr-upscale` binary: `upscale`, `kernel`, `bench` and `healthcheck`, their output, exit
 //! codes (0 ok, 1 failure, 2 usage) and atomic output files.
 
+mod support;
+use support::jpeg_with_orientation;
+
 use std::io::{Cursor, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -332,23 +335,6 @@ fn weights_file_matches_flags() {
     let o = run(&["upscale", p(&input), p(&by_st), "--weights", p(&st_path)]);
     assert!(o.status.success(), "stderr: {}", stderr(&o));
     assert_eq!(std::fs::read(&by_flags).unwrap(), std::fs::read(&by_st).unwrap());
-}
-
-/// Builds a JPEG with an EXIF APP1 segment carrying `orientation`, inserted right after SOI.
-fn jpeg_with_orientation(img: &image::DynamicImage, orientation: u16) -> Vec<u8> {
-    let mut jpeg = Cursor::new(Vec::new());
-    img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
-    let jpeg = jpeg.into_inner();
-    assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
-    // "Exif\0\0", big-endian TIFF header, IFD0 with one entry: tag 0x0112 (Orientation), SHORT, count 1.
-    let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
-    exif.extend_from_slice(&orientation.to_be_bytes());
-    exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // value padding, next IFD offset 0
-    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
-    out.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&exif);
-    out.extend_from_slice(&jpeg[2..]);
-    out
 }
 
 /// A JPEG with EXIF orientation 6 (rotate 90 degrees) comes out as a photo viewer shows it: width and height

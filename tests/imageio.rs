@@ -2,6 +2,9 @@
 //! hostile inputs (truncated files, header bombs), EXIF orientation, ICC round trips, streaming PNG output and
 //! atomic writes.
 
+mod support;
+use support::jpeg_with_orientation;
+
 use std::io::Cursor;
 
 use icnr_upscale::engine::{Image, Options, Samples, Upscaler};
@@ -319,21 +322,6 @@ fn truncated_files_are_unsupported_not_panics() {
     let mid = png.len() / 2;
     png[mid..mid + 16].fill(0xA5);
     assert!(matches!(imageio::decode(&png, &LIMITS), Err(ImageError::Unsupported(_))));
-}
-
-/// Builds a JPEG with an EXIF APP1 segment carrying `orientation`, inserted right after SOI.
-fn jpeg_with_orientation(img: &image::DynamicImage, orientation: u16) -> Vec<u8> {
-    let jpeg = encode(img, image::ImageFormat::Jpeg);
-    assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
-    // "Exif\0\0", big-endian TIFF header, IFD0 with one entry: tag 0x0112 (Orientation), SHORT, count 1.
-    let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
-    exif.extend_from_slice(&orientation.to_be_bytes());
-    exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // value padding, next IFD offset 0
-    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
-    out.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&exif);
-    out.extend_from_slice(&jpeg[2..]);
-    out
 }
 
 /// EXIF orientation 6 (rotate 90 degrees clockwise) swaps width and height and moves the top-left pixel to the
