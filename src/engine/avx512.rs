@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::band::{ExpandArgs, FastArgs, GeneralArgs, InterleaveArgs, LoadArgs, SrcRow, Staging};
+use super::band::{ExpandArgs, FastArgs, FusedArgs, GeneralArgs, InterleaveArgs, LoadArgs, SrcRow, Staging};
 use super::portable::LANES;
 use super::CpuPath;
 
@@ -32,8 +32,10 @@ pub(crate) fn load(a: &LoadArgs<'_>, dst: &mut [&mut [f32]; 3]) {
     a.check(dst);
     let d = [dst[0].as_mut_ptr(), dst[1].as_mut_ptr(), dst[2].as_mut_ptr()];
     match (a.src, a.ic) {
-        // SAFETY: the CPU supports avx512f/bw/vl (asserted above); `check` asserted `src.len() == n * 3` and that
-        // each destination holds `n` rounded up to 16 values.
+        // SAFETY: the CPU supports avx512f/bw/vl (asserted above) and vbmi (the guard); `check` asserted
+        // `src.len() == n * 3` and that each destination holds `n` rounded up to 16 values.
+        (SrcRow::U8(s), 3) if is_x86_feature_detected!("avx512vbmi") => unsafe { load_rgb8_vbmi_k(s, a.n, d) },
+        // SAFETY: as above.
         (SrcRow::U8(s), 3) => unsafe { load_u8_k::<3>(s, a.n, d) },
         // SAFETY: as above, with `src.len() == n * 4`.
         (SrcRow::U8(s), 4) => unsafe { load_u8_k::<4>(s, a.n, d) },
@@ -84,6 +86,17 @@ pub(crate) fn conv_fast(a: &FastArgs<'_>, st: &mut Staging<'_>) {
     // SAFETY: the CPU supports avx512f/bw/vl (asserted above), and `check` asserted every length the kernel reads
     // and writes for this block size.
     unsafe { conv_fast_k(a, st) }
+}
+
+/// Fused fast-path row for 8-bit output with VBMI (see [`FusedArgs`]).
+pub(crate) fn conv_fast_fused8(a: &FastArgs<'_>, f: &FusedArgs<'_>, out: &mut [u8]) {
+    assert!(CpuPath::Avx512.is_supported() && is_x86_feature_detected!("avx512vbmi"));
+    assert!(a.maxv == 255.0, "8-bit output only");
+    a.check_rows(NV_FAST);
+    f.check(a.n, NV_FAST, out.len());
+    // SAFETY: the CPU supports avx512f/bw/vl/vbmi (asserted above); `check_rows` asserted what the conv reads and
+    // `f.check` the alpha, table and output lengths the epilogue reads and writes.
+    unsafe { conv_fast_fused8_k(a, f, out) }
 }
 
 /// Interleave into 8-bit samples.
@@ -200,50 +213,138 @@ unsafe fn conv_general_k<const PH: usize, const NV: usize>(a: &GeneralArgs<'_>, 
 /// # Safety
 /// - The CPU supports avx512f.
 /// - `a.check(NV_FAST, st)` holds.
-// Register blocking indexes the three accumulator rows by the same `v`.
-#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
 unsafe fn conv_fast_k(a: &FastArgs<'_>, st: &mut Staging<'_>) {
-    const NV: usize = NV_FAST;
-    let k = a.k;
-    let mut rows = [std::ptr::null::<f32>(); 27];
-    for (d, s) in rows.iter_mut().zip(a.rows) {
-        *d = s.as_ptr();
-    }
+    let rows = row_ptrs(a.rows);
     let (one, maxv) = (_mm512_set1_ps(1.0), _mm512_set1_ps(a.maxv));
-    let wp = a.w.as_ptr();
     let (out, stride) = (st.data.as_mut_ptr(), st.stride);
     let mut x0 = 0;
     while x0 < a.n {
-        let mut acc = [[_mm512_setzero_ps(); NV]; 3];
-        for (c, acc) in acc.iter_mut().enumerate() {
-            *acc = [_mm512_set1_ps(a.b[c]); NV];
-        }
-        let mut w = wp;
-        for ic in 0..3 {
-            for dy in 0..k {
-                let row = rows[ic * k + dy].add(x0);
-                for dx in 0..k {
-                    let src = row.add(dx);
-                    let w0 = _mm512_set1_ps(*w);
-                    let w1 = _mm512_set1_ps(*w.add(1));
-                    let w2 = _mm512_set1_ps(*w.add(2));
-                    w = w.add(3);
-                    for v in 0..NV {
-                        let x = _mm512_loadu_ps(src.add(v * LANES));
-                        acc[0][v] = _mm512_fmadd_ps(w0, x, acc[0][v]);
-                        acc[1][v] = _mm512_fmadd_ps(w1, x, acc[1][v]);
-                        acc[2][v] = _mm512_fmadd_ps(w2, x, acc[2][v]);
-                    }
-                }
-            }
-        }
+        let acc = fast_block(a, &rows, x0);
         for (c, acc) in acc.iter().enumerate() {
             for (v, &acc) in acc.iter().enumerate() {
                 store_q(out.add(c * stride + x0 + v * LANES), acc, one, maxv);
             }
         }
-        x0 += NV * LANES;
+        x0 += NV_FAST * LANES;
+    }
+}
+
+/// The row pointers of `rows` (at most 27: 3 channels x k <= 9 rows).
+fn row_ptrs(rows: &[&[f32]]) -> [*const f32; 27] {
+    let mut p = [std::ptr::null::<f32>(); 27];
+    for (d, s) in p.iter_mut().zip(rows) {
+        *d = s.as_ptr();
+    }
+    p
+}
+
+/// The fast-path conv of pixels `x0 .. x0 + 16 * NV_FAST`: the three colour accumulators of each 16-pixel vector,
+/// each started at the bias and accumulated over the taps in the order (input channel, dy, dx).
+///
+/// # Safety
+/// - The CPU supports avx512f.
+/// - `a.check_rows(NV_FAST)` holds, `rows == row_ptrs(a.rows)` and `x0 < a.n`.
+// Register blocking indexes the three accumulator rows by the same `v`.
+#[allow(clippy::needless_range_loop)]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn fast_block(a: &FastArgs<'_>, rows: &[*const f32; 27], x0: usize) -> [[__m512; NV_FAST]; 3] {
+    const NV: usize = NV_FAST;
+    let mut acc = [[_mm512_setzero_ps(); NV]; 3];
+    for (c, acc) in acc.iter_mut().enumerate() {
+        *acc = [_mm512_set1_ps(a.b[c]); NV];
+    }
+    let mut w = a.w.as_ptr();
+    for ic in 0..3 {
+        for dy in 0..a.k {
+            let row = rows[ic * a.k + dy].add(x0);
+            for dx in 0..a.k {
+                let src = row.add(dx);
+                let w0 = _mm512_set1_ps(*w);
+                let w1 = _mm512_set1_ps(*w.add(1));
+                let w2 = _mm512_set1_ps(*w.add(2));
+                w = w.add(3);
+                for v in 0..NV {
+                    let x = _mm512_loadu_ps(src.add(v * LANES));
+                    acc[0][v] = _mm512_fmadd_ps(w0, x, acc[0][v]);
+                    acc[1][v] = _mm512_fmadd_ps(w1, x, acc[1][v]);
+                    acc[2][v] = _mm512_fmadd_ps(w2, x, acc[2][v]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// `round_ties_even(clamp(acc, 0, 1) * maxv)` as i32, except that values below 0 (and NaN, which converts to
+/// i32::MIN) stay negative: the unsigned saturation of `_mm512_packus_epi32` turns them into 0, as `store_q`'s max
+/// with 0 does.
+///
+/// # Safety
+/// The CPU supports avx512f.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantise_unclamped(acc: __m512, one: __m512, maxv: __m512) -> __m512i {
+    _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_min_ps(one, acc), maxv))
+}
+
+/// The fast-path conv (`fast_block`), then per 16-pixel vector: quantise and pack R, G, B, A to bytes; per group of
+/// `f.group` vectors: permute into whole 64-byte output lines (`f.lines`) and store each into the r output rows.
+///
+/// # Safety
+/// - The CPU supports avx512f/bw/vl/vbmi.
+/// - `a.check_rows(NV_FAST)` and `f.check(a.n, NV_FAST, out.len())` hold.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn conv_fast_fused8_k(a: &FastArgs<'_>, f: &FusedArgs<'_>, out: &mut [u8]) {
+    let rows = row_ptrs(a.rows);
+    let (r, nc, group) = (f.r, f.nc(), f.group);
+    let row_len = a.n * r * nc;
+    let (one, maxv) = (_mm512_set1_ps(1.0), _mm512_set1_ps(a.maxv));
+    let dst = out.as_mut_ptr();
+    let mut x0 = 0;
+    while x0 < a.n {
+        let acc = fast_block(a, &rows, x0);
+        for g0 in (0..NV_FAST).step_by(group) {
+            let xg = x0 + g0 * LANES;
+            if xg >= a.n {
+                break;
+            }
+            // One spare zero vector: the second source of a group's last line.
+            let mut packed = [_mm512_setzero_si512(); 5];
+            for (i, p) in packed.iter_mut().enumerate().take(group) {
+                let (v, x) = (g0 + i, xg + i * LANES);
+                let al = match f.alpha {
+                    Some(al) => _mm512_cvtepu16_epi32(_mm256_loadu_si256(al.as_ptr().add(x) as *const __m256i)),
+                    None => _mm512_setzero_si512(),
+                };
+                let rg = _mm512_packus_epi32(
+                    quantise_unclamped(acc[0][v], one, maxv),
+                    quantise_unclamped(acc[1][v], one, maxv),
+                );
+                let ba = _mm512_packus_epi32(quantise_unclamped(acc[2][v], one, maxv), al);
+                *p = _mm512_packus_epi16(rg, ba);
+            }
+            let valid = (a.n - xg).min(group * LANES) * r * nc;
+            let d = dst.add(xg * r * nc);
+            for (z, line) in f.lines.iter().enumerate() {
+                let vz = valid.saturating_sub(64 * z).min(64);
+                if vz == 0 {
+                    break;
+                }
+                let idx = _mm512_loadu_si512(line.idx.as_ptr() as *const __m512i);
+                let o = _mm512_permutex2var_epi8(packed[line.src], idx, packed[line.src + 1]);
+                for j in 0..r {
+                    let p = d.add(j * row_len + 64 * z);
+                    if vz == 64 {
+                        _mm512_storeu_si512(p as *mut __m512i, o);
+                    } else {
+                        _mm512_mask_storeu_epi8(p as *mut i8, (1u64 << vz) - 1, o);
+                    }
+                }
+            }
+        }
+        x0 += NV_FAST * LANES;
     }
 }
 
@@ -280,6 +381,44 @@ unsafe fn load_u8_k<const IC: usize>(src: &[u8], n: usize, dst: [*mut f32; 3]) {
         _mm512_storeu_ps(dst[0].add(x), div_exact(_mm512_cvtepi32_ps(r), inv, d));
         _mm512_storeu_ps(dst[1].add(x), div_exact(_mm512_cvtepi32_ps(g), inv, d));
         _mm512_storeu_ps(dst[2].add(x), div_exact(_mm512_cvtepi32_ps(b), inv, d));
+        x += LANES;
+    }
+}
+
+/// `RGB_IDX[c]`: byte `4j` = `3j + c` (pixel j's channel c in 16 packed RGB pixels), the other bytes 48: a byte the
+/// masked load left zero, so each dword is one zero-extended sample.
+static RGB_IDX: [[u8; 64]; 3] = {
+    let mut t = [[48u8; 64]; 3];
+    let mut c = 0;
+    while c < 3 {
+        let mut j = 0;
+        while j < 16 {
+            t[c][4 * j] = (3 * j + c) as u8;
+            j += 1;
+        }
+        c += 1;
+    }
+    t
+};
+
+/// RGB8 row load with one VBMI byte permute per channel.
+///
+/// # Safety
+/// - The CPU supports avx512f/bw/vl/vbmi.
+/// - `src.len() == n * 3`; each `dst[c]` is valid for writing `n` rounded up to 16 f32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn load_rgb8_vbmi_k(src: &[u8], n: usize, dst: [*mut f32; 3]) {
+    let (inv, d) = (_mm512_set1_ps(1.0 / 255.0), _mm512_set1_ps(255.0));
+    let idx = RGB_IDX.map(|t| _mm512_loadu_si512(t.as_ptr() as *const __m512i));
+    let mut x = 0;
+    while x < n {
+        let bytes = (n - x).min(LANES) * 3;
+        // Masked-out bytes are neither read (no fault past the slice) nor garbage: they load as 0.
+        let raw = _mm512_maskz_loadu_epi8((1u64 << bytes) - 1, src.as_ptr().add(x * 3) as *const i8);
+        for c in 0..3 {
+            let v = _mm512_permutexvar_epi8(idx[c], raw);
+            _mm512_storeu_ps(dst[c].add(x), div_exact(_mm512_cvtepi32_ps(v), inv, d));
+        }
         x += LANES;
     }
 }
@@ -479,6 +618,68 @@ mod tests {
                 }
                 for (x, g) in xs.iter().zip(got) {
                     assert_eq!(g.to_bits(), (x / d as f32).to_bits(), "{x} / {d}");
+                }
+            }
+        }
+    }
+
+    /// The fused fast-path kernel equals the staged one (`conv_fast`, then the portable interleave with r copies)
+    /// for every scale, RGB and RGBA, ragged widths, and accumulators that are negative, above 1, infinite or NaN.
+    #[test]
+    fn fused_fast_path_matches_staged() {
+        use crate::engine::band::{byte_tables, fused_lines, interleave_tables, FusedArgs, InterleaveArgs};
+        if !CpuPath::Avx512.is_supported() || !is_x86_feature_detected!("avx512vbmi") {
+            return;
+        }
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed >> 8
+        };
+        for r in 2..=8usize {
+            for nc in [3usize, 4] {
+                for (n, k) in [(1usize, 1usize), (5, 3), (16, 1), (33, 3), (70, 5), (129, 3), (300, 1)] {
+                    let len = n + 400;
+                    let rows: Vec<Vec<f32>> = (0..3 * k)
+                        .map(|_| {
+                            (0..len)
+                                .map(|_| match next() % 50 {
+                                    0 => 3e38,
+                                    1 => -3e38,
+                                    v => (v as f32 - 12.0) / 30.0,
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    let row_refs: Vec<&[f32]> = rows.iter().map(|r| &r[..]).collect();
+                    let w: Vec<f32> = (0..27 * k * k).map(|_| (next() % 41) as f32 / 20.0 - 1.0).collect();
+                    let a = FastArgs { rows: &row_refs, k, n, w: &w, b: [0.1, -0.2, 0.5], maxv: 255.0 };
+                    let alpha: Vec<u16> = (0..len).map(|_| (next() % 256) as u16).collect();
+                    let alpha = (nc == 4).then_some(&alpha[..]);
+                    let row = n * r * nc;
+
+                    let stride = len;
+                    let mut staging = vec![0u16; 3 * stride];
+                    conv_fast(&a, &mut Staging { data: &mut staging, stride });
+                    let (tables, btables) = (interleave_tables(r, r, nc), byte_tables(r, r, nc));
+                    let ia = InterleaveArgs {
+                        planes: &staging,
+                        stride,
+                        rep_c: r,
+                        alpha,
+                        r,
+                        n: n * r,
+                        copies: r,
+                        tables: &tables,
+                        btables: &btables,
+                    };
+                    let mut want = vec![0u8; r * row + 5];
+                    crate::engine::portable::interleave8(&ia, &mut want);
+
+                    let (group, lines) = fused_lines(r, nc);
+                    let mut got = vec![0u8; r * row + 5];
+                    conv_fast_fused8(&a, &FusedArgs { alpha, r, group, lines: &lines }, &mut got);
+                    assert_eq!(got, want, "r={r} nc={nc} n={n} k={k}");
                 }
             }
         }

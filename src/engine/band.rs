@@ -87,12 +87,86 @@ impl GeneralArgs<'_> {
 impl FastArgs<'_> {
     /// Asserts every length a kernel with blocks of `nv` vectors of `LANES` pixels relies on.
     pub(crate) fn check(&self, nv: usize, st: &Staging<'_>) {
+        let ext = self.check_rows(nv);
+        assert!(st.stride >= ext && st.data.len() >= 2 * st.stride + ext);
+    }
+
+    /// Asserts the input rows and weights hold what blocks of `nv` vectors read; returns the block extent.
+    pub(crate) fn check_rows(&self, nv: usize) -> usize {
         let ext = extent(self.n, LANES, nv);
         assert!(self.rows.len() == 3 * self.k && self.k <= 9);
         assert!(self.rows.iter().all(|row| row.len() >= ext + self.k - 1));
         assert!(self.w.len() >= 3 * self.k * self.k * 3);
-        assert!(st.stride >= ext && st.data.len() >= 2 * st.stride + ext);
+        ext
     }
+}
+
+/// The output side of a fused fast-path kernel (8-bit): each 16-pixel conv vector is quantised and packed to bytes
+/// with its alpha; groups of `group` vectors are then permuted into whole 64-byte lines of output (`lines`), each
+/// stored into the r identical output rows. Line-sized stores at line-sized steps stay aligned when the output row
+/// is (see `BandBuf::out8_at`), where 96-byte steps would split every other store across two cache lines.
+pub(crate) struct FusedArgs<'a> {
+    /// Alpha per input pixel, or `None` for RGB output.
+    pub alpha: Option<&'a [u16]>,
+    pub r: usize,
+    /// Vectors per group: the fewest whose output is whole 64-byte lines (1, 2 or 4).
+    pub group: usize,
+    /// The output lines of one group, [`fused_lines`]`(r, nc)`.
+    pub lines: &'a [FusedLine],
+}
+
+/// One 64-byte output line of a group: `_mm512_permutex2var_epi8` of packed vectors `src` and `src + 1`.
+#[derive(Clone, Copy)]
+pub(crate) struct FusedLine {
+    pub src: usize,
+    pub idx: [u8; 64],
+}
+
+impl FusedArgs<'_> {
+    /// Output channels: 3 or 4.
+    pub(crate) fn nc(&self) -> usize {
+        if self.alpha.is_some() {
+            4
+        } else {
+            3
+        }
+    }
+
+    /// Asserts every length a fused kernel writing rows of `n` input pixels with blocks of `nv` vectors relies on.
+    pub(crate) fn check(&self, n: usize, nv: usize, out_len: usize) {
+        let nc = self.nc();
+        assert!(self.r >= 1 && self.group >= 1 && nv.is_multiple_of(self.group));
+        if let Some(a) = self.alpha {
+            assert!(a.len() >= extent(n, LANES, nv));
+        }
+        assert!(self.lines.len() == self.group * LANES * self.r * nc / 64);
+        assert!(self.lines.iter().all(|l| l.src < self.group));
+        assert!(out_len >= self.r * n * self.r * nc);
+    }
+}
+
+/// The lines of a fused kernel's group, and the group size.
+///
+/// Packed vector layout (`_mm512_packus_epi32` then `_mm512_packus_epi16` of R, G, B, A): 128-bit lane `j / 4`
+/// holds `[R G B A]` x 4 pixels, so pixel `j`'s channel `c` is byte `16 * (j / 4) + 4 * c + j % 4`. Output pixel
+/// `p` of a group shows input pixel `p / r`, of vector `p / r / 16`; a 64-byte line never spans more than two
+/// vectors, because one vector's output (`16 * r * nc` bytes) is at least 64 bytes.
+pub(crate) fn fused_lines(r: usize, nc: usize) -> (usize, Vec<FusedLine>) {
+    let per_vec = LANES * r * nc;
+    let group = 64 / gcd(64, per_vec);
+    let lines = (0..group * per_vec / 64)
+        .map(|z| {
+            let src = 64 * z / per_vec;
+            let idx = std::array::from_fn(|b| {
+                let q = 64 * z + b;
+                let (i, c) = (q / nc / r, q % nc);
+                let (v, j) = (i / LANES, i % LANES);
+                ((v - src) * 64 + 16 * (j / 4) + 4 * c + j % 4) as u8
+            });
+            FusedLine { src, idx }
+        })
+        .collect();
+    (group, lines)
 }
 
 /// Arguments of one interleave: planar quantised colour (+ raw alpha) -> one interleaved output row.
@@ -273,6 +347,9 @@ pub(crate) struct Kernels {
     /// Whether `general` computes all r row phases of an input row in one call.
     pub general_all_phases: bool,
     pub fast: fn(&FastArgs<'_>, &mut Staging<'_>),
+    /// Fast path, 8-bit output: conv, quantise, interleave and replicate in one pass (no staging), where the CPU
+    /// path has one.
+    pub fast_fused8: Option<fn(&FastArgs<'_>, &FusedArgs<'_>, &mut [u8])>,
     pub interleave8: fn(&InterleaveArgs<'_>, &mut [u8]),
     pub interleave16: fn(&InterleaveArgs<'_>, &mut [u16]),
 }
@@ -290,6 +367,8 @@ impl Kernels {
                 general_expands: true,
                 general_all_phases: true,
                 fast: super::avx512::conv_fast,
+                fast_fused8: std::arch::is_x86_feature_detected!("avx512vbmi")
+                    .then_some(super::avx512::conv_fast_fused8 as _),
                 interleave8: if std::arch::is_x86_feature_detected!("avx512vbmi") {
                     super::avx512::interleave8_vbmi
                 } else {
@@ -305,6 +384,7 @@ impl Kernels {
                 general_expands: false,
                 general_all_phases: false,
                 fast: super::avx2::conv_fast,
+                fast_fused8: None,
                 interleave8: super::avx2::interleave8,
                 interleave16: super::avx2::interleave16,
             },
@@ -316,6 +396,7 @@ impl Kernels {
                 general_expands: false,
                 general_all_phases: false,
                 fast: super::neon::conv_fast,
+                fast_fused8: None,
                 interleave8: portable::interleave8,
                 interleave16: portable::interleave16,
             },
@@ -326,6 +407,7 @@ impl Kernels {
                 general_expands: false,
                 general_all_phases: false,
                 fast: portable::conv_fast,
+                fast_fused8: None,
                 interleave8: portable::interleave8,
                 interleave16: portable::interleave16,
             },
@@ -359,6 +441,8 @@ pub(crate) struct Plan<'a> {
     maxv: f32,
     tables: Vec<[u16; 64]>,
     btables: Vec<ByteTable>,
+    fused_group: usize,
+    fused_lines: Vec<FusedLine>,
     expand_tables: Vec<[u32; 16]>,
     /// Stride of the unexpanded rows `load` writes before `expand`.
     tmp_stride: usize,
@@ -397,12 +481,14 @@ impl BufCache {
 /// ever write zeros there, and a buffer is cleared when the geometry changes.
 #[derive(Default)]
 pub(crate) struct BandBuf {
-    geom: [usize; 6],
+    geom: [usize; 7],
     planes: Vec<f32>,
     tmp: Vec<f32>,
     staging: Vec<u16>,
     alpha: Vec<u16>,
+    /// 8-bit output rows at `out8[out8_off..]`, 64-byte aligned (see [`FusedArgs`]).
     out8: Vec<u8>,
+    out8_off: usize,
     out16: Vec<u16>,
     first_row: u32,
     rows: u32,
@@ -436,6 +522,7 @@ impl<'a> Plan<'a> {
         let row_stride = ((w + 2 * pad) * e + SLACK).next_multiple_of(LANES);
         let st_stride = (n_conv + SLACK).next_multiple_of(LANES);
         let per_in_row = (r * n_out * nc * bytes).max(1);
+        let (fused_group, fused_lines) = fused_lines(r, nc);
         let band_h = (BAND_OUT_BYTES / per_in_row).clamp(1, h.max(1));
         Plan {
             up,
@@ -458,6 +545,8 @@ impl<'a> Plan<'a> {
             maxv: if bytes == 1 { 255.0 } else { 65535.0 },
             tables: interleave_tables(if fast { r } else { 1 }, r, nc),
             btables: byte_tables(if fast { r } else { 1 }, r, nc),
+            fused_group,
+            fused_lines,
             expand_tables: expand_tables(e),
             tmp_stride: w.next_multiple_of(LANES) + LANES,
         }
@@ -491,7 +580,7 @@ impl<'a> Plan<'a> {
             for buf in &bufs[..n] {
                 let len = buf.rows as usize * self.n_out * self.nc;
                 let samples = match self.img.samples {
-                    Samples::U8(_) => RowSamples::U8(&buf.out8[..len]),
+                    Samples::U8(_) => RowSamples::U8(&buf.out8[buf.out8_off..buf.out8_off + len]),
                     Samples::U16(_) => RowSamples::U16(&buf.out16[..len]),
                 };
                 sink(OutRows {
@@ -544,30 +633,38 @@ impl<'a> Plan<'a> {
         let nb = y1 - y0;
         // A ring of k padded rows per plane: input row `yy` lives in slot `(yy + pad) % k`.
         let plane_len = k * self.row_stride;
-        let geom = [plane_len, self.row_stride, self.tmp_stride, pad, e, w];
+        // Pixel 0 of every padded row 64-byte aligned (row strides are multiples of 16 f32): the loads' stores never
+        // split across cache lines.
+        buf.planes.resize(3 * plane_len + LANES, 0.0);
+        let planes_off = buf.planes[pad * e..].as_ptr().align_offset(64).min(LANES - 1);
+        let geom = [plane_len, self.row_stride, self.tmp_stride, pad, e, w, planes_off];
         if buf.geom != geom {
             buf.geom = geom;
-            buf.planes.clear();
+            buf.planes.fill(0.0);
             buf.tmp.clear();
         }
-        buf.planes.resize(3 * plane_len, 0.0);
         buf.tmp.resize(3 * self.tmp_stride, 0.0);
         buf.staging.resize(3 * r * self.st_stride, 0);
         buf.alpha.resize(w + SLACK, 0);
         let out_row = self.n_out * self.nc;
         let out_len = nb * r * out_row;
         match self.img.samples {
-            Samples::U8(_) => buf.out8.resize(out_len, 0),
+            Samples::U8(_) => {
+                buf.out8.resize(out_len + 63, 0);
+                buf.out8_off = buf.out8.as_ptr().align_offset(64).min(63);
+            }
             Samples::U16(_) => buf.out16.resize(out_len, 0),
         }
         buf.first_row = (y0 * r) as u32;
         buf.rows = (nb * r) as u32;
         let slot = |yy: isize| (yy + pad as isize) as usize % k;
         for yy in y0 as isize - pad as isize..(y0 + pad) as isize {
-            self.load_row(yy, slot(yy), &mut buf.planes, &mut buf.tmp);
+            self.load_row(yy, slot(yy), &mut buf.planes[planes_off..], &mut buf.tmp);
         }
 
-        let BandBuf { planes, tmp, staging, alpha: alpha_buf, out8, out16, .. } = buf;
+        let BandBuf { planes, tmp, staging, alpha: alpha_buf, out8, out8_off, out16, .. } = buf;
+        let planes = &mut planes[planes_off..planes_off + 3 * plane_len];
+        let out8 = &mut out8[*out8_off..];
         for ly in 0..nb {
             let y = y0 + ly;
             let ahead = (y + pad) as isize;
@@ -627,6 +724,12 @@ impl<'a> Plan<'a> {
                 if self.fast {
                     let args =
                         FastArgs { rows, k, n: self.n_conv, w: &self.up.prep.w0, b: self.up.prep.b0, maxv: self.maxv };
+                    if let (Some(fused), Samples::U8(_)) = (self.kernels.fast_fused8, &self.img.samples) {
+                        let fa = FusedArgs { alpha, r, group: self.fused_group, lines: &self.fused_lines };
+                        let o = ly * r * out_row;
+                        fused(&args, &fa, &mut out8[o..o + r * out_row]);
+                        continue;
+                    }
                     (self.kernels.fast)(&args, &mut st);
                 } else if !all_phases {
                     general(i, 1, &mut st);
