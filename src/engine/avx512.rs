@@ -95,8 +95,13 @@ pub(crate) fn conv_fast_fused8(a: &FastArgs<'_>, f: &FusedArgs<'_>, out: &mut [u
     a.check_rows(NV_FAST);
     f.check(a.n, NV_FAST, out.len());
     // SAFETY: the CPU supports avx512f/bw/vl/vbmi (asserted above); `check_rows` asserted what the conv reads and
-    // `f.check` the alpha, table and output lengths the epilogue reads and writes.
-    unsafe { conv_fast_fused8_k(a, f, out) }
+    // `f.check` the alpha, table and output lengths the epilogue reads and writes; `R` is 0 or `f.r`.
+    unsafe {
+        match f.r {
+            2 => conv_fast_fused8_k::<2>(a, f, out),
+            _ => conv_fast_fused8_k::<0>(a, f, out),
+        }
+    }
 }
 
 /// Interleave into 8-bit samples.
@@ -295,10 +300,11 @@ unsafe fn quantise_unclamped(acc: __m512, one: __m512, maxv: __m512) -> __m512i 
 /// # Safety
 /// - The CPU supports avx512f/bw/vl/vbmi.
 /// - `a.check_rows(NV_FAST)` and `f.check(a.n, NV_FAST, out.len())` hold.
+/// - `R` is `f.r`, or 0 (then `f.r` is read at run time; a constant lets the compiler unroll the row stores).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-unsafe fn conv_fast_fused8_k(a: &FastArgs<'_>, f: &FusedArgs<'_>, out: &mut [u8]) {
+unsafe fn conv_fast_fused8_k<const R: usize>(a: &FastArgs<'_>, f: &FusedArgs<'_>, out: &mut [u8]) {
     let rows = row_ptrs(a.rows);
-    let (r, nc, group) = (f.r, f.nc(), f.group);
+    let (r, nc, group) = (if R == 0 { f.r } else { R }, f.nc(), f.group);
     let row_len = a.n * r * nc;
     let (one, maxv) = (_mm512_set1_ps(1.0), _mm512_set1_ps(a.maxv));
     let dst = out.as_mut_ptr();
@@ -327,6 +333,17 @@ unsafe fn conv_fast_fused8_k(a: &FastArgs<'_>, f: &FusedArgs<'_>, out: &mut [u8]
             }
             let valid = (a.n - xg).min(group * LANES) * r * nc;
             let d = dst.add(xg * r * nc);
+            if valid == 64 * f.lines.len() {
+                // A whole group: every line is whole.
+                for (z, line) in f.lines.iter().enumerate() {
+                    let idx = _mm512_loadu_si512(line.idx.as_ptr() as *const __m512i);
+                    let o = _mm512_permutex2var_epi8(packed[line.src], idx, packed[line.src + 1]);
+                    for j in 0..r {
+                        _mm512_storeu_si512(d.add(j * row_len + 64 * z) as *mut __m512i, o);
+                    }
+                }
+                continue;
+            }
             for (z, line) in f.lines.iter().enumerate() {
                 let vz = valid.saturating_sub(64 * z).min(64);
                 if vz == 0 {
