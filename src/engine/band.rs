@@ -1,5 +1,6 @@
 //! The band driver: input rows -> padded f32 planes -> conv rows -> quantised planar staging -> interleaved output
-//! rows, band by band, groups of bands in parallel, handed to the sink in order.
+//! rows, band by band, groups of bands in parallel, handed to the sink in order. The AVX-512 VBMI fast path for 8-bit
+//! output skips the staging: it quantises, interleaves and replicates straight from its registers ([`FusedArgs`]).
 
 use rayon::prelude::*;
 
@@ -104,7 +105,7 @@ impl FastArgs<'_> {
 /// The output side of a fused fast-path kernel (8-bit): each 16-pixel conv vector is quantised and packed to bytes
 /// with its alpha; groups of `group` vectors are then permuted into whole 64-byte lines of output (`lines`), each
 /// stored into the r identical output rows. Line-sized stores at line-sized steps stay aligned when the output row
-/// is (see `BandBuf::out8_at`), where 96-byte steps would split every other store across two cache lines.
+/// is (see `BandBuf::out8_off`), where 96-byte steps would split every other store across two cache lines.
 pub(crate) struct FusedArgs<'a> {
     /// Alpha per input pixel, or `None` for RGB output.
     pub alpha: Option<&'a [u16]>,

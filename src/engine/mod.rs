@@ -18,7 +18,9 @@
 //! - ICNR fast path (tied kernels): only the 3 distinct channels, one lane per *input* pixel, then each value is
 //!   replicated into its r x r block. Both paths compute every output value as `bias`, then the taps in the order
 //!   (input channel, dy, dx), with the same multiply-add (FMA on SIMD paths, mul + add on the portable path), so
-//!   the fast path is bit-identical to the general path on every CPU path.
+//!   the fast path is bit-identical to the general path on every CPU path. With AVX-512 VBMI and 8-bit output the
+//!   fast path is one fused pass: the conv vectors are quantised, packed to bytes, permuted into whole 64-byte
+//!   output lines and stored into the r identical rows, with no staging.
 //! - [`portable`], `avx512`, `avx2`, `neon`: the kernels, picked once by [`CpuPath`] (one `match` in
 //!   `band::Kernels::for_path`; AVX-512 additionally uses VBMI byte permutes for the 8-bit interleave when the
 //!   CPU has them). [`mod@reference`] is the slow scalar transcription of the maths, for tests.
