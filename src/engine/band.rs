@@ -106,6 +106,8 @@ impl FastArgs<'_> {
 /// with its alpha; groups of `group` vectors are then permuted into whole 64-byte lines of output (`lines`), each
 /// stored into the r identical output rows. Line-sized stores at line-sized steps stay aligned when the output row
 /// is (see `BandBuf::out8_off`), where 96-byte steps would split every other store across two cache lines.
+// Only the AVX-512 kernel reads it; other architectures build it for a `None` kernel.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct FusedArgs<'a> {
     /// Alpha per input pixel, or `None` for RGB output.
     pub alpha: Option<&'a [u16]>,
@@ -118,11 +120,13 @@ pub(crate) struct FusedArgs<'a> {
 
 /// One 64-byte output line of a group: `_mm512_permutex2var_epi8` of packed vectors `src` and `src + 1`.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct FusedLine {
     pub src: usize,
     pub idx: [u8; 64],
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl FusedArgs<'_> {
     /// Output channels: 3 or 4.
     pub(crate) fn nc(&self) -> usize {
