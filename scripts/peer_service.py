@@ -35,6 +35,9 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
+# The same loader as the pipeline benchmark (uvicorn runs this with --app-dir scripts).
+from bench_pipeline import model_from_kernel_json
+
 torch.set_num_threads(int(os.environ.get("PEER_TORCH_THREADS", "1")))
 
 app = FastAPI(title="icnr-upscale Python peer")
@@ -45,13 +48,9 @@ _models_lock = threading.Lock()
 
 def _load_kernel_json(path: str) -> None:
     with open(path) as f:
-        j = json.load(f)
-    k, r = j["kernel_size"], j["scale"]
-    conv = torch.nn.Conv2d(j["in_channels"], j["out_channels"], k, padding=k // 2)
-    with torch.no_grad():
-        conv.weight.copy_(torch.tensor(j["weight"], dtype=torch.float32))
-        conv.bias.copy_(torch.tensor(j.get("bias") or [0.0] * j["out_channels"], dtype=torch.float32))
-    _models[(r, k)] = torch.nn.Sequential(conv, torch.nn.PixelShuffle(r)).eval()
+        text = f.read()
+    j = json.loads(text)
+    _models[(j["scale"], j["kernel_size"])] = model_from_kernel_json(torch, text)
 
 
 if os.environ.get("PEER_KERNEL_JSON"):
