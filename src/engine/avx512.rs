@@ -28,14 +28,25 @@ const NV_FAST: usize = 8;
 
 /// Loads one row (see [`LoadArgs`]): RGB8 and RGBA8 vectorised, other layouts portable.
 pub(crate) fn load(a: &LoadArgs<'_>, dst: &mut [&mut [f32]; 3]) {
+    load_with::<false>(a, dst)
+}
+
+/// [`load`] with the VBMI RGB8 kernel, for CPUs with avx512vbmi.
+pub(crate) fn load_vbmi(a: &LoadArgs<'_>, dst: &mut [&mut [f32]; 3]) {
+    assert!(is_x86_feature_detected!("avx512vbmi"));
+    load_with::<true>(a, dst)
+}
+
+/// `VBMI`: the CPU supports avx512vbmi (the caller asserted it).
+fn load_with<const VBMI: bool>(a: &LoadArgs<'_>, dst: &mut [&mut [f32]; 3]) {
     assert!(CpuPath::Avx512.is_supported());
     a.check(dst);
     let d = [dst[0].as_mut_ptr(), dst[1].as_mut_ptr(), dst[2].as_mut_ptr()];
     match (a.src, a.ic) {
-        // SAFETY: the CPU supports avx512f/bw/vl (asserted above) and vbmi (the guard); `check` asserted
-        // `src.len() == n * 3` and that each destination holds `n` rounded up to 16 values.
-        (SrcRow::U8(s), 3) if is_x86_feature_detected!("avx512vbmi") => unsafe { load_rgb8_vbmi_k(s, a.n, d) },
-        // SAFETY: as above.
+        // SAFETY: the CPU supports avx512f/bw/vl (asserted above) and vbmi (`load_vbmi` asserted it); `check`
+        // asserted `src.len() == n * 3` and that each destination holds `n` rounded up to 16 values.
+        (SrcRow::U8(s), 3) if VBMI => unsafe { load_rgb8_vbmi_k(s, a.n, d) },
+        // SAFETY: as above, without vbmi.
         (SrcRow::U8(s), 3) => unsafe { load_u8_k::<3>(s, a.n, d) },
         // SAFETY: as above, with `src.len() == n * 4`.
         (SrcRow::U8(s), 4) => unsafe { load_u8_k::<4>(s, a.n, d) },
@@ -635,6 +646,34 @@ mod tests {
                 }
                 for (x, g) in xs.iter().zip(got) {
                     assert_eq!(g.to_bits(), (x / d as f32).to_bits(), "{x} / {d}");
+                }
+            }
+        }
+    }
+
+    /// Both row loads (with and without VBMI) equal the portable one, bit for bit, for RGB8 and RGBA8 (the
+    /// vectorised layouts) and a gray row (portable fallback), at ragged lengths.
+    #[test]
+    fn loads_match_portable() {
+        use crate::engine::band::{LoadArgs, SrcRow};
+        if !CpuPath::Avx512.is_supported() {
+            return;
+        }
+        let vbmi = is_x86_feature_detected!("avx512vbmi");
+        for ic in [1usize, 3, 4] {
+            for n in [1usize, 5, 16, 17, 33, 100] {
+                let src: Vec<u8> = (0..n * ic).map(|i| (i * 37 % 256) as u8).collect();
+                let a = LoadArgs { src: SrcRow::U8(&src), ic, n };
+                let run = |f: fn(&LoadArgs<'_>, &mut [&mut [f32]; 3])| {
+                    let mut rows = vec![vec![f32::NAN; n.next_multiple_of(LANES)]; 3];
+                    let [r0, r1, r2] = &mut rows[..] else { unreachable!() };
+                    f(&a, &mut [&mut r0[..], &mut r1[..], &mut r2[..]]);
+                    rows.iter().map(|r| r[..n].iter().map(|v| v.to_bits()).collect::<Vec<_>>()).collect::<Vec<_>>()
+                };
+                let want = run(crate::engine::portable::load);
+                assert_eq!(run(load), want, "ic={ic} n={n}");
+                if vbmi {
+                    assert_eq!(run(load_vbmi), want, "vbmi ic={ic} n={n}");
                 }
             }
         }

@@ -365,22 +365,20 @@ impl Kernels {
         use super::portable;
         match path {
             #[cfg(target_arch = "x86_64")]
-            CpuPath::Avx512 => Kernels {
-                load: super::avx512::load,
-                expand: super::avx512::expand,
-                general: super::avx512::conv_general,
-                general_expands: true,
-                general_all_phases: true,
-                fast: super::avx512::conv_fast,
-                fast_fused8: std::arch::is_x86_feature_detected!("avx512vbmi")
-                    .then_some(super::avx512::conv_fast_fused8 as _),
-                interleave8: if std::arch::is_x86_feature_detected!("avx512vbmi") {
-                    super::avx512::interleave8_vbmi
-                } else {
-                    super::avx512::interleave8
-                },
-                interleave16: super::avx512::interleave16,
-            },
+            CpuPath::Avx512 => {
+                let vbmi = std::arch::is_x86_feature_detected!("avx512vbmi");
+                Kernels {
+                    load: if vbmi { super::avx512::load_vbmi } else { super::avx512::load },
+                    expand: super::avx512::expand,
+                    general: super::avx512::conv_general,
+                    general_expands: true,
+                    general_all_phases: true,
+                    fast: super::avx512::conv_fast,
+                    fast_fused8: vbmi.then_some(super::avx512::conv_fast_fused8 as _),
+                    interleave8: if vbmi { super::avx512::interleave8_vbmi } else { super::avx512::interleave8 },
+                    interleave16: super::avx512::interleave16,
+                }
+            }
             #[cfg(target_arch = "x86_64")]
             CpuPath::Avx2Fma => Kernels {
                 load: super::avx2::load,
