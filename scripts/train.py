@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Train icnr-upscale's built-in super-resolution models (PyTorch, CPU, one thread, seeded).
+
+Built-in models (names fixed):
+- espcn-x2, espcn-x3, espcn-x4 (each scale's default): conv2d 3->32 k5, tanh, conv2d 32->16 k3, tanh,
+  conv2d 16->3r^2 k3, pixel_shuffle(r), residual "nearest". The sub-pixel (last) conv is ICNR-initialised: a
+  kaiming_normal sub-kernel W0 [3, 16, 3, 3], W = W0.repeat_interleave(r*r, dim=0), zero bias. The first two convs
+  keep PyTorch's default init.
+- subpixel-x2, subpixel-x3, subpixel-x4: one ICNR-initialised conv2d 3->3r^2 k5 (W0 [3, 3, 5, 5]), pixel_shuffle(r),
+  residual "none".
+
+Training: RGB, L1 loss on the HR patch, LR patches PATCHxPATCH cut from the Pillow-bicubic LR of each whole training
+image (HR patch = the aligned r*PATCH square), images drawn in proportion to their area, random rot90/flips,
+Adam(lr 1e-3), cosine decay to 1e-5 over the steps. Seeds: torch.manual_seed(seed) before the layers are built,
+numpy default_rng(seed) for the batches. Validation Y-PSNR (scripts/eval_quality.py) is logged as it goes.
+
+    python scripts/train.py espcn-x2 --steps 9000      # writes models/espcn-x2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import models as M  # noqa: E402
+import sr_data  # noqa: E402
+from eval_quality import checkerboard_score, y_psnr  # noqa: E402
+
+BUILTIN = {
+    "espcn-x2": ("espcn", 2), "espcn-x3": ("espcn", 3), "espcn-x4": ("espcn", 4),
+    "subpixel-x2": ("subpixel", 2), "subpixel-x3": ("subpixel", 3), "subpixel-x4": ("subpixel", 4),
+}
+
+
+def icnr_(conv: nn.Conv2d, r: int):
+    """ICNR: kaiming_normal sub-kernel W0 [C_out/r^2, C_in, k, k], W = W0.repeat_interleave(r^2), bias tied (zero)."""
+    out_c, in_c, k, _ = conv.weight.shape
+    w0 = torch.empty(out_c // (r * r), in_c, k, k)
+    nn.init.kaiming_normal_(w0)
+    with torch.no_grad():
+        conv.weight.copy_(w0.repeat_interleave(r * r, dim=0))
+        if conv.bias is not None:
+            conv.bias.zero_()
+
+
+def build(arch: str, r: int, seed: int, init: str = "icnr", residual: str | None = None, width=(32, 16)):
+    """A fresh SRModel. init: "icnr" or "default" (PyTorch's Conv2d init) for the sub-pixel conv only."""
+    torch.manual_seed(seed)
+    if arch == "espcn":
+        a, b = width
+        convs = [nn.Conv2d(3, a, 5, padding=2), nn.Conv2d(a, b, 3, padding=1), nn.Conv2d(b, 3 * r * r, 3, padding=1)]
+        acts = ["tanh", "tanh"]
+        residual = "nearest" if residual is None else residual
+    elif arch == "subpixel":
+        convs = [nn.Conv2d(3, 3 * r * r, 5, padding=2)]
+        acts = []
+        residual = "none" if residual is None else residual
+    else:
+        raise ValueError(arch)
+    if init == "icnr":
+        icnr_(convs[-1], r)  # RNG drawn after every conv exists: the other convs are identical for both inits
+    elif init != "default":
+        raise ValueError(init)
+    layers = []
+    for i, c in enumerate(convs):
+        layers.append({"op": "conv2d", "weight": c.weight.detach().numpy(), "bias": c.bias.detach().numpy()})
+        if i < len(acts):
+            layers.append({"op": acts[i]})
+    layers.append({"op": "pixel_shuffle", "upscale_factor": r})
+    return M.SRModel(layers, r, residual)
+
+
+class Patches:
+    """Aligned LR/HR patch sampler over the training images at scale r."""
+
+    def __init__(self, train, r, patch, seed):
+        self.r, self.p = r, patch
+        self.lr, self.hr = [], []
+        for _, hr in train:
+            lr = sr_data.make_lr(hr, r)
+            self.lr.append(torch.from_numpy(lr.astype(np.float32)).div_(255.0).permute(2, 0, 1).contiguous())
+            self.hr.append(torch.from_numpy(hr.astype(np.float32)).div_(255.0).permute(2, 0, 1).contiguous())
+        area = np.array([t.shape[1] * t.shape[2] for t in self.lr], dtype=np.float64)
+        self.w = area / area.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n):
+        r, p = self.r, self.p
+        xs, ys = [], []
+        idx = self.rng.choice(len(self.lr), size=n, p=self.w)
+        for i in idx:
+            lr, hr = self.lr[i], self.hr[i]
+            y = int(self.rng.integers(0, lr.shape[1] - p + 1))
+            x = int(self.rng.integers(0, lr.shape[2] - p + 1))
+            a = lr[:, y:y + p, x:x + p]
+            b = hr[:, y * r:(y + p) * r, x * r:(x + p) * r]
+            k = int(self.rng.integers(0, 4))
+            if k:
+                a, b = torch.rot90(a, k, (1, 2)), torch.rot90(b, k, (1, 2))
+            if self.rng.integers(0, 2):
+                a, b = torch.flip(a, (2,)), torch.flip(b, (2,))
+            xs.append(a)
+            ys.append(b)
+        return torch.stack(xs), torch.stack(ys)
+
+
+def validate(model, val, r, checker=False):
+    """Mean validation Y-PSNR (and mean checkerboard score of the clamped float output, colour channels)."""
+    ps, cs = [], []
+    model.eval()
+    for _, hr in val:
+        lr = sr_data.make_lr(hr, r)
+        sr = M.upscale_image(model, lr)
+        ps.append(y_psnr(sr, hr, r))
+        if checker:
+            yf = np.clip(M.forward_float(model, lr.astype(np.float32) / np.float32(255)), 0, 1)
+            cs.append(checkerboard_score(yf, r))
+    model.train()
+    return float(np.mean(ps)), (float(np.mean(cs)) if checker else None)
+
+
+def git_commit_of(path):
+    try:
+        h = subprocess.run(["git", "log", "-1", "--format=%H", "--", path], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", path], cwd=ROOT).returncode != 0
+        return h + ("+uncommitted-changes" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=False, log=print, train_set=None):
+    """Train in place. Returns the history [(step, val_psnr, checker, seconds)] at the steps in eval_at."""
+    torch.set_num_threads(1)
+    train_set = train_set if train_set is not None else sr_data.train_set()
+    data = Patches(train_set, r, patch, seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: max(1e-2, 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    hist = []
+    t0 = time.time()
+    eval_at = sorted(set(eval_at))
+    for step in range(steps + 1):
+        if step in eval_at:
+            p, c = validate(model, val, r, checker)
+            hist.append((step, p, c, time.time() - t0))
+            log(f"step {step:6d}  val Y-PSNR {p:.3f}" + (f"  checker {c:.4f}" if c is not None else "")
+                + f"  lr {opt.param_groups[0]['lr']:.2e}  {time.time() - t0:.0f}s")
+        if step == steps:
+            break
+        x, y = data.batch(batch)
+        loss = F.l1_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return hist, time.time() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("name", choices=sorted(BUILTIN))
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--patch", type=int, default=32, help="LR patch side")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-every", type=int, default=1000)
+    ap.add_argument("--width", default="32,16", help="espcn conv widths (default 32,16)")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    np.random.seed(a.seed)
+    arch, r = BUILTIN[a.name]
+    width = tuple(int(v) for v in a.width.split(","))
+    model = build(arch, r, a.seed, "icnr", width=width)
+    train_set = sr_data.train_set()
+    val = sr_data.validation_set()
+    ev = list(range(0, a.steps, a.eval_every)) + [a.steps]
+    hist, wall = train(model, r, a.steps, a.batch, a.patch, a.lr, a.seed, val, ev, train_set=train_set,
+                       log=lambda s: print(s, flush=True))
+    final = hist[-1][1]
+    model.name = a.name
+    nparams = sum(p.numel() for p in model.parameters())
+    if arch == "espcn":
+        model.description = (f"ESPCN-shaped x{r} upscaler (conv 3->{width[0]} k5, tanh, {width[0]}->{width[1]} k3, "
+                             f"tanh, {width[1]}->{3 * r * r} k3, PixelShuffle({r}), nearest residual, ICNR sub-pixel "
+                             f"layer; {nparams} parameters) trained on photographs.")
+    else:
+        model.description = (f"Single sub-pixel layer x{r} upscaler (one ICNR-initialised conv 3->{3 * r * r} k5, "
+                             f"PixelShuffle({r}); {nparams} parameters) trained on photographs.")
+    model.training_info = {
+        "script": "scripts/train.py", "script_commit": git_commit_of("scripts/train.py"),
+        "command": "python scripts/train.py " + " ".join(sys.argv[1:]),
+        "seed": a.seed, "steps": a.steps, "batch": a.batch, "lr_patch": a.patch, "hr_patch": a.patch * r,
+        "optimizer": f"Adam(lr={a.lr})", "lr_schedule": "cosine from 1e-3 to 1e-5 over the steps (per step)",
+        "loss": "L1 on RGB HR patches in [0,1]",
+        "init": "PyTorch default for all convs except the sub-pixel conv: ICNR (kaiming_normal W0, "
+                "repeat_interleave(r*r), zero bias)",
+        "augmentation": "random rot90 (k in 0..3) and horizontal flip per patch",
+        "degradation": "LR = Pillow BICUBIC downscale by r of each whole training image",
+        "data": [n for n, _ in train_set], "validation": [n for n, _ in val],
+        "torch": torch.__version__, "threads": 1,
+        "wall_time_s": round(wall, 1), "val_y_psnr_history": [[s, round(p, 3)] for s, p, _, _ in hist],
+        "final_val_y_psnr": round(final, 3),
+    }
+    out = a.out or os.path.join(ROOT, "models", a.name + ".json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    M.save_json(model, out)
+    # the written file must read back to the same network
+    assert M.to_json(M.load_json(out)) == M.to_json(model)
+    print(f"wrote {out} ({os.path.getsize(out)} bytes), final val Y-PSNR {final:.3f}, wall {wall:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
