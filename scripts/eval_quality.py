@@ -202,6 +202,39 @@ def markdown(val, rows, command):
     return "\n".join(L)
 
 
+def describe_models(model_dir):
+    """Markdown table of the model files: shape, parameters, MACs per LR input pixel, default flag, size."""
+    import models as M
+    L = ["| model | scale | default | shape | residual | parameters | MACs / LR pixel | file | size (bytes) |"
+         " final val Y-PSNR (training log) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    total = 0
+    for mn in MODEL_NAMES:
+        p = os.path.join(model_dir, mn + ".json")
+        if not os.path.exists(p):
+            L.append(f"| {mn} | | | (not trained) | | | | | | |")
+            continue
+        m = M.load_json(p)
+        parts, macs = [], 0
+        for mod, s in zip(m.body, m.spec):
+            if s["op"] == "conv2d":
+                k = mod.kernel_size[0]
+                parts.append(f"conv {mod.in_channels}->{mod.out_channels} k{k}")
+                macs += mod.in_channels * mod.out_channels * k * k
+            elif s["op"] == "pixel_shuffle":
+                parts.append(f"PixelShuffle({s['upscale_factor']})")
+            else:
+                parts.append(s["op"])
+        nparams = sum(t.numel() for t in m.parameters())
+        size = os.path.getsize(p)
+        total += size
+        final = m.training_info.get("final_val_y_psnr", "")
+        L.append(f"| {mn} | x{m.scale} | {'yes' if mn.startswith('espcn') else 'no'} | {', '.join(parts)} | "
+                 f"{m.residual} | {nparams} | {macs} | `models/{mn}.json` | {size} | {final} |")
+    L.append("")
+    L.append(f"All model files together: {total} bytes.")
+    return "\n".join(L)
+
+
 def write_into(path, text, begin="<!-- quality:begin -->", end="<!-- quality:end -->"):
     s = open(path).read() if os.path.exists(path) else ""
     block = f"{begin}\n{text}\n{end}"
@@ -287,11 +320,13 @@ def main():
         return 0
     val, rows = run_all(a.models)
     text = markdown(val, rows, "python scripts/eval_quality.py")
+    desc = describe_models(a.models)
     if a.print:
-        print(text)
+        print(desc + "\n\n" + text)
     else:
+        write_into(a.md, desc, "<!-- models:begin -->", "<!-- models:end -->")
         write_into(a.md, text)
-        print(text)
+        print(desc + "\n\n" + text)
     return 0
 
 
