@@ -327,9 +327,9 @@ fn draw(initializer: Initializer, shape: [usize; 4], fan_in: usize, fan_out: usi
 }
 
 /// Serializes a flat row-major tensor as nested JSON arrays.
-struct Nested<'a> {
-    values: &'a [f32],
-    shape: &'a [usize],
+pub(crate) struct Nested<'a> {
+    pub(crate) values: &'a [f32],
+    pub(crate) shape: &'a [usize],
 }
 
 impl Serialize for Nested<'_> {
@@ -526,7 +526,7 @@ impl<'de> serde::de::Visitor<'de> for Level<'_> {
 }
 
 /// A tensor from a safetensors file as f32.
-fn tensor_f32(name: &str, t: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, KernelError> {
+pub(crate) fn tensor_f32(name: &str, t: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, KernelError> {
     use safetensors::Dtype;
     let data = t.data();
     let v: Vec<f32> = match t.dtype() {

@@ -14,5 +14,6 @@ pub mod cli;
 pub mod engine;
 pub mod imageio;
 pub mod kernel;
+pub mod model;
 pub mod score;
 pub mod server;
