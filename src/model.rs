@@ -115,7 +115,7 @@ impl Conv2d {
 
     fn checked(wname: &str, bname: &str, weight: Array4<f32>, bias: Option<Array1<f32>>) -> Result<Conv2d, ModelError> {
         let s = weight.shape().to_vec();
-        if s[2] != s[3] || s[2] % 2 == 0 || s[2] > MAX_KERNEL_SIZE as usize || s[0] == 0 || s[1] == 0 {
+        if s[2] != s[3] || s[2].is_multiple_of(2) || s[2] > MAX_KERNEL_SIZE as usize || s[0] == 0 || s[1] == 0 {
             return Err(ModelError::Shape {
                 tensor: wname.to_string(),
                 expected: format!("[out, in, k, k] with out, in >= 1 and k odd, 1 to {MAX_KERNEL_SIZE}"),
