@@ -142,7 +142,8 @@ def git_commit_of(path):
         return "unknown"
 
 
-def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=False, log=print, train_set=None):
+def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=False, log=print, train_set=None,
+          on_eval=None):
     """Train in place. Returns the history [(step, val_psnr, checker, seconds)] at the steps in eval_at."""
     torch.set_num_threads(1)
     train_set = train_set if train_set is not None else sr_data.train_set()
@@ -159,6 +160,8 @@ def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=Fals
             hist.append((step, p, c, time.time() - t0))
             log(f"step {step:6d}  val Y-PSNR {p:.3f}" + (f"  checker {c:.4f}" if c is not None else "")
                 + f"  lr {opt.param_groups[0]['lr']:.2e}  {time.time() - t0:.0f}s")
+            if on_eval is not None and step < steps:
+                on_eval(step, hist, time.time() - t0)
         if step == steps:
             break
         x, y = data.batch(batch)
@@ -181,6 +184,7 @@ def main():
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--width", default="32,16", help="espcn conv widths (default 32,16)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--checkpoint", action="store_true", help="also write the model file at every evaluation")
     a = ap.parse_args()
     torch.set_num_threads(1)
     np.random.seed(a.seed)
@@ -190,11 +194,10 @@ def main():
     train_set = sr_data.train_set()
     val = sr_data.validation_set()
     ev = list(range(0, a.steps, a.eval_every)) + [a.steps]
-    hist, wall = train(model, r, a.steps, a.batch, a.patch, a.lr, a.seed, val, ev, train_set=train_set,
-                       log=lambda s: print(s, flush=True))
-    final = hist[-1][1]
-    model.name = a.name
+    out = a.out or os.path.join(ROOT, "models", a.name + ".json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     nparams = sum(p.numel() for p in model.parameters())
+    model.name = a.name
     if arch == "espcn":
         model.description = (f"ESPCN-shaped x{r} upscaler (conv 3->{width[0]} k5, tanh, {width[0]}->{width[1]} k3, "
                              f"tanh, {width[1]}->{3 * r * r} k3, PixelShuffle({r}), nearest residual, ICNR sub-pixel "
@@ -202,27 +205,37 @@ def main():
     else:
         model.description = (f"Single sub-pixel layer x{r} upscaler (one ICNR-initialised conv 3->{3 * r * r} k5, "
                              f"PixelShuffle({r}); {nparams} parameters) trained on photographs.")
-    model.training_info = {
-        "script": "scripts/train.py", "script_commit": git_commit_of("scripts/train.py"),
-        "command": "python scripts/train.py " + " ".join(sys.argv[1:]),
-        "seed": a.seed, "steps": a.steps, "batch": a.batch, "lr_patch": a.patch, "hr_patch": a.patch * r,
-        "optimizer": f"Adam(lr={a.lr})", "lr_schedule": "cosine from 1e-3 to 1e-5 over the steps (per step)",
-        "loss": "L1 on RGB HR patches in [0,1]",
-        "init": "PyTorch default for all convs except the sub-pixel conv: ICNR (kaiming_normal W0, "
-                "repeat_interleave(r*r), zero bias)",
-        "augmentation": "random rot90 (k in 0..3) and horizontal flip per patch",
-        "degradation": "LR = Pillow BICUBIC downscale by r of each whole training image",
-        "data": [n for n, _ in train_set], "validation": [n for n, _ in val],
-        "torch": torch.__version__, "threads": 1,
-        "wall_time_s": round(wall, 1), "val_y_psnr_history": [[s, round(p, 3)] for s, p, _, _ in hist],
-        "final_val_y_psnr": round(final, 3),
-    }
-    out = a.out or os.path.join(ROOT, "models", a.name + ".json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    M.save_json(model, out)
-    # the written file must read back to the same network
-    assert M.to_json(M.load_json(out)) == M.to_json(model)
-    print(f"wrote {out} ({os.path.getsize(out)} bytes), final val Y-PSNR {final:.3f}, wall {wall:.0f}s", flush=True)
+
+    def write(hist, wall, done):
+        model.training_info = {
+            "script": "scripts/train.py", "script_commit": git_commit_of("scripts/train.py"),
+            "command": "python scripts/train.py " + " ".join(sys.argv[1:]),
+            "seed": a.seed, "steps": a.steps if done else hist[-1][0], "batch": a.batch, "lr_patch": a.patch,
+            "hr_patch": a.patch * r,
+            "optimizer": f"Adam(lr={a.lr})",
+            "lr_schedule": f"cosine from {a.lr:g} to {a.lr * 1e-2:g} over {a.steps} steps (per step)"
+                           + ("" if done else f"; CHECKPOINT at step {hist[-1][0]}, schedule not finished"),
+            "loss": "L1 on RGB HR patches in [0,1]",
+            "init": "PyTorch default for all convs except the sub-pixel conv: ICNR (kaiming_normal W0, "
+                    "repeat_interleave(r*r), zero bias)",
+            "augmentation": "random rot90 (k in 0..3) and horizontal flip per patch",
+            "degradation": "LR = Pillow BICUBIC downscale by r of each whole training image",
+            "data": [n for n, _ in train_set], "validation": [n for n, _ in val],
+            "torch": torch.__version__, "threads": 1,
+            "wall_time_s": round(wall, 1), "val_y_psnr_history": [[s, round(p, 3)] for s, p, _, _ in hist],
+            "final_val_y_psnr": round(hist[-1][1], 3),
+        }
+        M.save_json(model, out + ".tmp")
+        os.replace(out + ".tmp", out)
+        # the written file must read back to the same network
+        assert M.to_json(M.load_json(out)) == M.to_json(model)
+
+    ckpt = (lambda step, hist, wall: write(hist, wall, False)) if a.checkpoint else None
+    hist, wall = train(model, r, a.steps, a.batch, a.patch, a.lr, a.seed, val, ev, train_set=train_set,
+                       log=lambda s: print(s, flush=True), on_eval=ckpt)
+    write(hist, wall, True)
+    print(f"wrote {out} ({os.path.getsize(out)} bytes), final val Y-PSNR {hist[-1][1]:.3f}, wall {wall:.0f}s",
+          flush=True)
 
 
 if __name__ == "__main__":
