@@ -7,7 +7,7 @@
 //! init) and `--init icnr` (the default), and writes `assets/default-vs-icnr.png`:
 //!
 //! - top row: the photo (nearest-neighbour x2, for reference), the default-init output, the ICNR output, each with
-//!   its checkerboard score (REFERENCE.md: 0 when every r x r block is uniform);
+//!   its checkerboard score (src/score.rs: 0 when every r x r block is uniform);
 //! - bottom row: the same 64 x 64 crop of each (around the left eye), magnified x6 with nearest neighbour so that
 //!   single output pixels, and the 2 x 2 checkerboard of the default init, are visible.
 //!

@@ -21,8 +21,8 @@ image would flatter or penalise compression).
 Run from the repository root:
 
     cargo build --release
-    /work/venv/bin/python scripts/bench_pipeline.py
-    /work/venv/bin/python scripts/bench_pipeline.py --make-image 512 /tmp/img512.png   # only write a test image
+    python3 scripts/bench_pipeline.py            # a Python with torch, numpy and Pillow
+    python3 scripts/bench_pipeline.py --make-image 512 /tmp/img512.png   # only write a test image
 """
 
 from __future__ import annotations
@@ -291,7 +291,7 @@ def main() -> int:
             if ours["peak_rss_mb"] is not None:
                 verdicts[f"peak RSS <= {TARGET_RSS_MB:g} MB"] = ours["peak_rss_mb"] <= TARGET_RSS_MB
             print()
-            print("Targets (issue 2), ICNR (the CLI default):")
+            print("Targets, ICNR (the CLI default):")
             for name, ok in verdicts.items():
                 print(f"  {'PASS' if ok else 'MISS'}  {name}")
         print()

@@ -7,7 +7,7 @@
 #   scripts/bench_service.sh
 # Environment knobs (defaults in brackets):
 #   DURATION [20] seconds measured per service, WARMUP [3] seconds discarded, CONNECTIONS [8],
-#   OURS_PORT [18080], PEER_PORT [18081], PYTHON [/work/venv/bin/python, needs torch, pillow, fastapi, uvicorn],
+#   OURS_PORT [18080], PEER_PORT [18081], PYTHON [python3; needs torch, pillow, fastapi, uvicorn],
 #   PEER_WORKERS [2] uvicorn worker processes, PEER_TORCH_THREADS [1] torch threads per worker,
 #   ROUNDS [1] alternating peer/icnr-upscale rounds (the figures are the medians over rounds),
 #   SKIP_BUILD [0] set to 1 to use the existing release build, SKIP_PEER [0] set to 1 to bench only icnr-upscale.
@@ -21,7 +21,7 @@ WARMUP=${WARMUP:-3}
 CONNECTIONS=${CONNECTIONS:-8}
 OURS_PORT=${OURS_PORT:-18080}
 PEER_PORT=${PEER_PORT:-18081}
-PYTHON=${PYTHON:-/work/venv/bin/python}
+PYTHON=${PYTHON:-python3}
 PEER_WORKERS=${PEER_WORKERS:-2}
 PEER_TORCH_THREADS=${PEER_TORCH_THREADS:-1}
 SKIP_BUILD=${SKIP_BUILD:-0}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak, overload, SIGTERM-under-load and memory-at-the-limits measurements of `icnr-upscale serve` (issue 5).
+# Soak, overload, SIGTERM-under-load and memory-at-the-limits measurements of `icnr-upscale serve`.
 #
 #   scripts/soak.sh                 # full run: 10,000 requests, then overload, SIGTERM, the 4096x4096 request
 #   SOAK_REQUESTS=2000 SOAK_ROUNDS=1 scripts/soak.sh
@@ -7,7 +7,7 @@
 #
 # Everything is loopback only (the server binds 127.0.0.1:0; loadgen refuses non-loopback hosts) and bounded:
 # every load has a request count and a time cap, every wait a deadline. Needs: cargo, curl, and a Python with
-# numpy + Pillow to make the input images (PYTHON, default /work/venv/bin/python if present, else python3).
+# numpy + Pillow to make the input images (PYTHON, default python3).
 # Results: printed, and written to $SOAK_OUT (default target/soak/): summary.txt plus each loadgen JSON report.
 #
 # RSS figures come from /proc/PID/status: VmRSS (resident now) and VmHWM (peak resident since start).
@@ -18,7 +18,7 @@ REQUESTS=${SOAK_REQUESTS:-10000}
 ROUNDS=${SOAK_ROUNDS:-2}
 OVERLOAD_SECS=${SOAK_OVERLOAD_SECS:-20}
 OUT=${SOAK_OUT:-target/soak}
-PYTHON=${PYTHON:-$([ -x /work/venv/bin/python ] && echo /work/venv/bin/python || echo python3)}
+PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
 : >"$SUMMARY"

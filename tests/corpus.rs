@@ -1,4 +1,4 @@
-//! Hostile input against the live service (issue 5, "Bad input"): every case of the committed corpus
+//! Hostile input against the live service: every case of the committed corpus
 //! (`tests/corpus/`, made by `scripts/make_corpus.py`, listed in `tests/corpus/manifest.json`), every bad query
 //! value, bad kernel JSON in multipart uploads and bodies over the limit. Each answer must be the expected status;
 //! errors must be `application/problem+json` with `type`, `title`, `status` and `detail`; successes must be a
@@ -164,7 +164,7 @@ async fn corpus_cases_answer_as_the_manifest_says() {
     assert!(failures.is_empty(), "{} of {} corpus cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
-/// Every bad query value of issue 5 is a 400 whose detail names the parameter at fault, on `POST /upscale` and on
+/// Every bad query value is a 400 whose detail names the parameter at fault, on `POST /upscale` and on
 /// `GET /kernel`; unknown and repeated parameters name the allowed ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_query_values_are_400_naming_the_problem() {

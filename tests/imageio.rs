@@ -391,7 +391,7 @@ fn streamed_png_equals_in_memory_upscale() {
 }
 
 /// 16-bit RGBA through ICNR(dirac) is nearest-neighbour: every r x r block repeats its input pixel, alpha
-/// included, with all 16 bits intact, and a uniform-block image scores exactly 0 (REFERENCE.md).
+/// included, with all 16 bits intact, and a uniform-block image scores exactly 0 (the definition in src/score.rs).
 #[test]
 fn sixteen_bit_alpha_nearest_neighbour_round_trip() {
     let px = |x: u32, y: u32| {

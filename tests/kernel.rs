@@ -1,6 +1,6 @@
 //! Kernel generation, validation and the kernel JSON / safetensors formats.
 //!
-//! Expected numbers come from the definitions in REFERENCE.md (torch.nn.init distributions, ICNR tying with
+//! Expected numbers come from PyTorch's definitions (torch/nn/init.py distributions, ICNR tying with
 //! `repeat_interleave`, PixelShuffle) or from exact properties; the one pinned vector is a regression guard.
 
 use icnr_upscale::engine::{CpuPath, Image, Options, Samples, Upscaler};
@@ -118,7 +118,7 @@ fn expected_dist(initializer: Initializer, fan_in: f64, fan_out: f64) -> Dist {
     }
 }
 
-/// `plain` on the largest kernel (r = 8, k = 9: 46656 weights): REFERENCE.md's table with fan_in = 3*k*k and
+/// `plain` on the largest kernel (r = 8, k = 9: 46656 weights): torch.nn.init's distributions with fan_in = 3*k*k and
 /// fan_out = 3r^2*k*k; bias zero.
 #[test]
 fn plain_initializer_statistics() {
@@ -266,7 +266,7 @@ fn sample(img: &Image, i: usize) -> u32 {
     }
 }
 
-/// ICNR(dirac) is exact nearest-neighbour upscaling (REFERENCE.md): out[c, y, x] = in[c, y / r, x / r], on every
+/// ICNR(dirac) is exact nearest-neighbour upscaling (W0 is the identity at the centre tap): out[c, y, x] = in[c, y / r, x / r], on every
 /// CPU path, fast path or not, 8 and 16 bit, with and without alpha (gray is expanded to RGB).
 #[test]
 fn icnr_dirac_is_nearest_neighbour() {
