@@ -1,7 +1,9 @@
-//! The `icnr-upscale` command line: `serve` (the default), `upscale`, `kernel`, `bench` and `healthcheck`.
+//! The `icnr-upscale` command line: `serve` (the default), `upscale`, `batch`, `models`, `kernel`, `bench` and
+//! `healthcheck`. Commands are thin adapters over [`crate::pipeline`].
 //!
-//! Exit codes: 0 success, 1 failure (unreadable input, undecodable image, bad weights, I/O), 2 usage errors (bad
-//! flags or values, as clap reports them, and flags that contradict `--weights`).
+//! Exit codes: 0 success, 1 failure (unreadable input, undecodable image, bad weights, I/O; for `batch`, any file
+//! failed), 2 usage errors (bad flags or values, as clap reports them, unknown models, a CPU path this machine
+//! lacks, and flags that contradict `--weights` or `--model`).
 
 use std::io::{BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -10,9 +12,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::batch;
 use crate::engine::{Image, Options, Samples, Upscaler};
-use crate::imageio::{self, Compression, DecodeLimits};
+use crate::imageio::{self, Compression, ImageError};
 use crate::kernel::{Init, Initializer, Kernel, KernelParams, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
+use crate::model::ModelLimits;
+use crate::pipeline::{self, ModelKind, ModelRequest, PipelineError, Registry, Resolved, RunLimits, Weights};
 use crate::server::{self, ServeArgs};
 
 /// Largest input the CLI decodes: 2^28 pixels (16384 x 16384). Generous for local files, but still a bound.
@@ -41,6 +46,10 @@ enum Command {
     Serve(ServeArgs),
     /// Upscale an image file and write a PNG.
     Upscale(UpscaleArgs),
+    /// Upscale files and folders into --out-dir, in parallel, with progress.
+    Batch(BatchArgs),
+    /// List the models (a table, or --json as GET /models), or print one trained model's JSON.
+    Models(ModelsArgs),
     /// Print the kernel JSON for the given parameters (the same bytes as `GET /kernel`).
     Kernel(KernelArgs),
     /// Time the core on an in-memory N x N RGB8 image (no codecs); the last line is JSON.
@@ -133,12 +142,76 @@ struct UpscaleArgs {
     output: PathBuf,
     #[command(flatten)]
     kernel: GenArgs,
-    /// Kernel weights instead of generating them: kernel JSON (as `kernel` prints) or `.safetensors`.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["init", "initializer", "seed"])]
-    weights: Option<PathBuf>,
+    #[command(flatten)]
+    select: SelectArgs,
     /// PNG compression.
     #[arg(long, value_enum, default_value_t = Compression::Fast)]
     compression: Compression,
+}
+
+/// Flags that pick the model besides the generated-kernel ones, shared by `upscale` and `batch`.
+#[derive(Debug, Clone, Args)]
+struct SelectArgs {
+    /// A model name (`icnr-upscale models` lists them) or a model file (JSON or .safetensors). Without it: the
+    /// default trained model for --scale, or the generated kernel when --init, --initializer, --seed or
+    /// --kernel-size is given.
+    #[arg(long, value_name = "NAME|FILE", conflicts_with = "weights")]
+    model: Option<String>,
+    /// Kernel weights instead of generating them: kernel JSON (as `kernel` prints) or `.safetensors`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["init", "initializer", "seed"])]
+    weights: Option<PathBuf>,
+    /// CPU code path: auto, portable, avx2, avx512 or neon (a path this CPU lacks is an error).
+    #[arg(long, env = "ICNR_UPSCALE_CPU", default_value = "auto")]
+    cpu: String,
+}
+
+#[derive(Debug, Args)]
+struct BatchArgs {
+    /// Input files and directories (walked recursively for png, jpg, jpeg, webp, gif, bmp, tif, tiff).
+    #[arg(value_name = "INPUT", required = true)]
+    inputs: Vec<PathBuf>,
+    /// Where outputs go, at each input's relative path with the extension replaced by .png.
+    #[arg(long, value_name = "DIR")]
+    out_dir: PathBuf,
+    #[command(flatten)]
+    kernel: GenArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// PNG compression.
+    #[arg(long, value_enum, default_value_t = Compression::Fast)]
+    compression: Compression,
+    /// Files processed at the same time [default: the number of CPUs, at most 4]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    jobs: Option<u32>,
+    /// Memory budget in MiB for the files in flight (estimated from each image's header); a file over the budget
+    /// runs alone.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
+    memory_mb: u64,
+    /// Process only shard I of N (I from 0): a stable, disjoint part of the inputs, decided by relative path.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<crate::batch::Shard>,
+    /// Replace outputs that exist (otherwise they are skipped and reported).
+    #[arg(long)]
+    overwrite: bool,
+    /// Progress bar on stderr: auto (when stderr is a terminal), always or never.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    progress: Progress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+struct ModelsArgs {
+    /// Print this trained model's JSON (the same bytes as GET /models/{name}).
+    name: Option<String>,
+    /// Print the listing as JSON (the same document as GET /models).
+    #[arg(long, conflicts_with = "name")]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +234,13 @@ struct BenchArgs {
     /// How the kernel is made.
     #[arg(long, value_enum, default_value_t = InitArg::Icnr)]
     init: InitArg,
+    /// Time a model instead of a generated kernel: a model name (`icnr-upscale models`) or a model file; --scale,
+    /// --kernel-size and --init then do not apply.
+    #[arg(long, value_name = "NAME|FILE")]
+    model: Option<String>,
+    /// CPU code path: auto, portable, avx2, avx512 or neon (a path this CPU lacks is an error).
+    #[arg(long, env = "ICNR_UPSCALE_CPU", default_value = "auto")]
+    cpu: String,
     /// Worker threads [default: all cores]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
@@ -230,6 +310,8 @@ where
     let result = match command {
         Command::Serve(args) => server::serve_blocking(args).map_err(|e| Failure::other(format!("{e:#}"))),
         Command::Upscale(args) => upscale(&args),
+        Command::Batch(args) => batch(&args),
+        Command::Models(args) => models(&args),
         Command::Kernel(args) => kernel(&args),
         Command::Bench(args) => bench(&args),
         Command::Healthcheck(args) => healthcheck(&args),
@@ -254,77 +336,273 @@ fn generate(params: &KernelParams) -> Result<Kernel, Failure> {
     Kernel::generate(params).map_err(|e| Failure::usage(e.to_string()))
 }
 
-/// Reads `--weights`: `.safetensors` as safetensors, anything else as kernel JSON.
-fn load_weights(path: &Path) -> Result<Kernel, Failure> {
-    Kernel::load_file(path).map_err(|e| Failure::other(format!("bad weights: {e}")))
+/// Reads a file the user named, bounded (weights and model files are small).
+fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
+    let limit = ModelLimits::default().max_bytes as u64;
+    let file = std::fs::File::open(path).map_err(|e| Failure::other(format!("cannot read {}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)
+        .map_err(|e| Failure::other(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() as u64 > limit {
+        return Err(Failure::other(format!("bad {what}: {}: over the limit of {limit} bytes", path.display())));
+    }
+    Ok(bytes)
 }
 
-/// The kernel for `upscale`: loaded from `--weights` (which then fix scale and kernel size) or generated.
-fn upscale_kernel(args: &UpscaleArgs) -> Result<Kernel, Failure> {
-    let Some(path) = &args.weights else {
-        return generate(&args.kernel.params());
+/// Whether a `--model` value names a file rather than a model.
+fn is_model_file(value: &str) -> bool {
+    let p = Path::new(value);
+    p.is_file() || value.ends_with(".json") || value.ends_with(".safetensors") || value.contains('/')
+}
+
+/// The CLI's reading of a pipeline error: usage (2) or failure (1).
+fn pipeline_failure(e: PipelineError, context: &str) -> Failure {
+    match e {
+        PipelineError::BadRequest(m) | PipelineError::UnknownModel(m) | PipelineError::KernelContradiction(m) => {
+            Failure::usage(m)
+        }
+        PipelineError::BadModel(e) => Failure::other(format!("bad model: {context}{e}")),
+        PipelineError::BadKernel(m) => Failure::other(format!("bad weights: {context}{m}")),
+        other => Failure::other(format!("{context}{other}")),
+    }
+}
+
+/// Resolves the model of `upscale` / `batch` through the pipeline's one set of rules.
+fn resolve_model(gen: &GenArgs, select: &SelectArgs) -> Result<Resolved, Failure> {
+    let opts = crate::cpu::options_for(&select.cpu).map_err(|e| Failure::usage(format!("--cpu: {e}")))?;
+    let registry = Registry::builtin(opts);
+    let mut req = ModelRequest {
+        model: None,
+        scale: gen.scale,
+        kernel_size: gen.kernel_size,
+        init: gen.init.map(Init::from),
+        initializer: gen.initializer,
+        seed: gen.seed,
     };
-    let kernel = load_weights(path)?;
-    if let Some(s) = args.kernel.scale.filter(|&s| s != kernel.scale) {
-        return Err(Failure::usage(format!(
-            "--scale {s} contradicts the weights in {}, which are for scale {}; drop --scale",
-            path.display(),
-            kernel.scale
-        )));
-    }
-    if let Some(k) = args.kernel.kernel_size.filter(|&k| k != kernel.kernel_size) {
-        return Err(Failure::usage(format!(
-            "--kernel-size {k} contradicts the weights in {}, which have kernel size {}; drop --kernel-size",
-            path.display(),
-            kernel.kernel_size
-        )));
-    }
-    Ok(kernel)
+    let (bytes, is_model, path) = match (&select.model, &select.weights) {
+        (Some(m), _) if is_model_file(m) => (Some(read_small(Path::new(m), "model")?), true, m.clone()),
+        (Some(m), _) => {
+            req.model = Some(m.clone());
+            (None, false, String::new())
+        }
+        (None, Some(w)) => (Some(read_small(w, "weights")?), false, w.display().to_string()),
+        (None, None) => (None, false, String::new()),
+    };
+    let weights = bytes.as_deref().map(|b| if is_model { Weights::Model(b) } else { Weights::Kernel(b) });
+    let context = if path.is_empty() { String::new() } else { format!("{path}: ") };
+    registry.resolve(&req, weights, &ModelLimits::default()).map_err(|e| pipeline_failure(e, &context))
+}
+
+const CLI_LIMITS: RunLimits =
+    RunLimits { max_input_pixels: CLI_MAX_INPUT_PIXELS, max_output_pixels: CLI_MAX_OUTPUT_PIXELS };
+
+/// Upscales one file into `output` atomically.
+fn upscale_file(
+    input: &Path,
+    output: &Path,
+    model: &Resolved,
+    compression: Compression,
+) -> Result<pipeline::Outcome, String> {
+    let bytes = std::fs::read(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+    imageio::write_atomic(output, |file| -> Result<_, PipelineError> {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let outcome = pipeline::run(bytes, model, &CLI_LIMITS, compression, &mut out, &|| false)?;
+        out.flush().map_err(ImageError::from)?;
+        Ok(outcome)
+    })
+    .map_err(|e| match e {
+        PipelineError::Image(ImageError::Io(e)) => format!("cannot write {}: {e}", output.display()),
+        other => format!("{}: {other}", input.display()),
+    })
 }
 
 fn upscale(args: &UpscaleArgs) -> Result<(), Failure> {
     let start = Instant::now();
-    let kernel = upscale_kernel(args)?;
-    let bytes =
-        std::fs::read(&args.input).map_err(|e| Failure::other(format!("cannot read {}: {e}", args.input.display())))?;
-    let limits = DecodeLimits {
-        max_input_pixels: CLI_MAX_INPUT_PIXELS,
-        max_output_pixels: CLI_MAX_OUTPUT_PIXELS,
-        scale: kernel.scale,
-    };
-    let decoded =
-        imageio::decode(&bytes, &limits).map_err(|e| Failure::other(format!("{}: {e}", args.input.display())))?;
-    drop(bytes);
-    let up = Upscaler::new(&kernel, Options::default());
-    let stats = imageio::write_atomic(&args.output, |file| -> Result<_, imageio::ImageError> {
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        let stats = imageio::upscale_to_png(
-            &mut out,
-            &up,
-            &decoded.image,
-            decoded.icc_profile.as_deref(),
-            args.compression,
-            &|| false,
-        )?;
-        out.flush()?;
-        Ok(stats)
-    })
-    .map_err(|e| Failure::other(format!("cannot write {}: {e}", args.output.display())))?;
+    let model = resolve_model(&args.kernel, &args.select)?;
+    let outcome = upscale_file(&args.input, &args.output, &model, args.compression).map_err(Failure::other)?;
+    let stats = outcome.stats;
     let elapsed = start.elapsed();
     println!(
-        "{} -> {}: {}x{} -> {}x{} ({} {}-bit), scale {}, checkerboard score {:.6}, {:.1} ms",
+        "{} -> {}: {}x{} -> {}x{} ({} {}-bit), model {}, scale {}, checkerboard score {:.6}, {:.1} ms",
         args.input.display(),
         args.output.display(),
-        decoded.image.width,
-        decoded.image.height,
+        outcome.input.0,
+        outcome.input.1,
         stats.width,
         stats.height,
         if stats.channels == 4 { "RGBA" } else { "RGB" },
         stats.bit_depth,
-        kernel.scale,
+        model.name(),
+        model.scale(),
         stats.score,
         elapsed.as_secs_f64() * 1e3
     );
+    Ok(())
+}
+
+fn models(args: &ModelsArgs) -> Result<(), Failure> {
+    let registry = Registry::builtin(Options::default());
+    let text = match &args.name {
+        Some(name) => match registry.trained(name) {
+            Some(m) => m.to_json(),
+            None => {
+                return Err(Failure::usage(format!(
+                    "no trained model is called {name:?}; trained models: {}",
+                    registry
+                        .list()
+                        .into_iter()
+                        .filter(|m| m.kind == ModelKind::Trained)
+                        .map(|m| m.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+        },
+        None if args.json => registry.list_json(),
+        None => {
+            let mut t = format!(
+                "{:<14} {:<9} {:>5} {:>7} {:>10} {:>8}  {}\n",
+                "NAME", "KIND", "SCALE", "DEFAULT", "PARAMETERS", "MACS/PX", "DESCRIPTION"
+            );
+            let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            for m in registry.list() {
+                t.push_str(&format!(
+                    "{:<14} {:<9} {:>5} {:>7} {:>10} {:>8}  {}\n",
+                    m.name,
+                    m.kind.name(),
+                    m.scale.map_or_else(|| "any".to_string(), |s| s.to_string()),
+                    if m.default { "yes" } else { "" },
+                    opt(m.parameters),
+                    opt(m.macs_per_pixel),
+                    m.description
+                ));
+            }
+            t
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Failure::other(format!("cannot write to stdout: {e}")))
+}
+
+/// What happened to one batch item.
+enum ItemResult {
+    Done,
+    Skipped,
+    Failed(String),
+}
+
+fn batch(args: &BatchArgs) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+
+    let start = Instant::now();
+    let model = resolve_model(&args.kernel, &args.select)?;
+    let items = batch::discover(&args.inputs, &args.out_dir).map_err(Failure::usage)?;
+    let items: Vec<batch::Item> = match args.shard {
+        Some(s) => items.into_iter().filter(|it| batch::shard_of(&it.relative, s.count) == s.index).collect(),
+        None => items,
+    };
+    let show = match args.progress {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => std::io::stderr().is_terminal(),
+    };
+    let bar = if show {
+        let bar = indicatif::ProgressBar::new(items.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} files  {per_sec}  ETA {eta}  {elapsed} elapsed  {wide_msg}",
+            )
+            .expect("the template is valid"),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let report = |line: String| {
+        if show {
+            bar.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    let jobs =
+        args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(4), |j| j as usize);
+    let budget = args.memory_mb << 20;
+    // Memory in flight, guarded; a file is admitted when it fits, or when nothing else runs.
+    let in_flight = Mutex::new(0u64);
+    let freed = Condvar::new();
+    let next = AtomicUsize::new(0);
+    let (done, skipped, failed) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+    let run_one = |it: &batch::Item| -> ItemResult {
+        if let Some(c) = &it.conflict {
+            return ItemResult::Failed(c.clone());
+        }
+        if !args.overwrite && it.output.exists() {
+            return ItemResult::Skipped;
+        }
+        if let Some(dir) = it.output.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                return ItemResult::Failed(format!("cannot create {}: {e}", dir.display()));
+            }
+        }
+        let need = batch::estimate_bytes(&it.input).min(budget);
+        {
+            let mut used = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            while *used > 0 && *used + need > budget {
+                used = freed.wait(used).unwrap_or_else(|e| e.into_inner());
+            }
+            *used += need;
+        }
+        let result = upscale_file(&it.input, &it.output, &model, args.compression);
+        *in_flight.lock().unwrap_or_else(|e| e.into_inner()) -= need;
+        freed.notify_all();
+        match result {
+            Ok(_) => ItemResult::Done,
+            Err(e) => ItemResult::Failed(e),
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(items.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(it) = items.get(i) else { break };
+                match run_one(it) {
+                    ItemResult::Done => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ItemResult::Skipped => {
+                        skipped.fetch_add(1, Ordering::Relaxed);
+                        report(format!(
+                            "skipped: {} ({} exists; --overwrite replaces it)",
+                            it.input.display(),
+                            it.output.display()
+                        ));
+                    }
+                    ItemResult::Failed(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        report(format!("failed: {}: {e}", it.input.display()));
+                    }
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let (done, skipped, failed) = (done.into_inner(), skipped.into_inner(), failed.into_inner());
+    println!(
+        "batch: {done} succeeded, {failed} failed, {skipped} skipped, {:.1} s (model {}, scale {})",
+        start.elapsed().as_secs_f64(),
+        model.name(),
+        model.scale()
+    );
+    if failed > 0 {
+        return Err(Failure { code: 1, message: format!("{failed} of {} files failed", items.len()) });
+    }
     Ok(())
 }
 
@@ -353,13 +631,34 @@ pub fn bench_image(size: u32) -> Image {
 }
 
 fn bench(args: &BenchArgs) -> Result<(), Failure> {
-    let params = KernelParams {
-        scale: args.scale,
-        kernel_size: args.kernel_size,
-        init: args.init.into(),
-        ..KernelParams::default()
+    let opts = crate::cpu::options_for(&args.cpu).map_err(|e| Failure::usage(format!("--cpu: {e}")))?;
+    let (up, model_name) = match &args.model {
+        Some(m) => {
+            let registry = Registry::builtin(opts);
+            let (req, bytes) = if is_model_file(m) {
+                (ModelRequest::default(), Some(read_small(Path::new(m), "model")?))
+            } else {
+                (ModelRequest { model: Some(m.clone()), ..ModelRequest::default() }, None)
+            };
+            let resolved = registry
+                .resolve(&req, bytes.as_deref().map(Weights::Model), &ModelLimits::default())
+                .map_err(|e| pipeline_failure(e, ""))?;
+            let up = resolved
+                .upscaler()
+                .cloned()
+                .ok_or_else(|| Failure::usage(format!("--model {m}: a baseline does not run on the engine")))?;
+            (up, Some(resolved.name().to_string()))
+        }
+        None => {
+            let params = KernelParams {
+                scale: args.scale,
+                kernel_size: args.kernel_size,
+                init: args.init.into(),
+                ..KernelParams::default()
+            };
+            (Upscaler::new(&generate(&params)?, opts), None)
+        }
     };
-    let kernel = generate(&params)?;
     let threads = match args.threads {
         Some(t) => t as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -369,7 +668,7 @@ fn bench(args: &BenchArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::other(format!("cannot start {threads} threads: {e}")))?;
     let img = bench_image(args.size);
-    let up = Upscaler::new(&kernel, Options::default());
+    let scale = up.scale();
     let discard = |_: crate::engine::OutRows<'_>| Ok::<(), std::convert::Infallible>(());
     let mut times_ms: Vec<f64> = pool.install(|| {
         let _ = up.upscale_streaming(&img, discard); // warm-up: page faults, caches, thread start
@@ -386,12 +685,18 @@ fn bench(args: &BenchArgs) -> Result<(), Failure> {
     let gflops = up.flops(args.size, args.size) / (median_ms * 1e-3) / 1e9;
     let (min_ms, max_ms) = (times_ms[0], times_ms[times_ms.len() - 1]);
     println!(
-        "{n}x{n} RGB8, r={r}, k={k}, init {init}, {threads} threads, path {path}{fast}: median {median_ms:.3} ms \
+        "{n}x{n} RGB8, r={r}, {what}, {threads} threads, path {path}{fast}: median {median_ms:.3} ms \
          (min {min_ms:.3}, max {max_ms:.3}), {gflops:.2} GFLOP/s (general-conv equivalent)",
         n = args.size,
-        r = args.scale,
-        k = args.kernel_size,
-        init = args.init.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string()),
+        r = scale,
+        what = match &model_name {
+            Some(m) => format!("model {m}"),
+            None => format!(
+                "k={}, init {}",
+                args.kernel_size,
+                args.init.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+            ),
+        },
         path = up.path().name(),
         fast = if up.uses_fast_path() { " (ICNR fast path)" } else { "" },
     );
@@ -403,9 +708,10 @@ fn bench(args: &BenchArgs) -> Result<(), Failure> {
         "path": up.path().name(),
         "fast_path": up.uses_fast_path(),
         "size": args.size,
-        "scale": args.scale,
-        "kernel_size": args.kernel_size,
-        "init": args.init.to_possible_value().map(|v| v.get_name().to_string()),
+        "scale": scale,
+        "kernel_size": model_name.is_none().then_some(args.kernel_size),
+        "init": model_name.is_none().then(|| args.init.to_possible_value().map(|v| v.get_name().to_string())),
+        "model": model_name,
         "threads": threads,
         "iters": args.iters,
     });

@@ -267,7 +267,7 @@ const IDAT_CHUNK_BYTES: usize = 1 << 20;
 /// with `ImageError::Cancelled`.
 pub fn upscale_to_png<W: Write>(
     out: W,
-    up: &Upscaler,
+    up: &dyn RowUpscaler,
     img: &Image,
     icc: Option<&[u8]>,
     compression: Compression,
@@ -300,7 +300,7 @@ pub fn upscale_to_png<W: Write>(
     let mut score = ScoreAccumulator::new(scale);
     // PNG stores 16-bit samples big-endian; one band's worth of bytes, reused.
     let mut be_bytes: Vec<u8> = Vec::new();
-    up.upscale_streaming(img, |rows: OutRows<'_>| -> Result<(), ImageError> {
+    up.upscale_rows(img, &mut |rows: OutRows<'_>| -> Result<(), ImageError> {
         if should_stop() {
             return Err(ImageError::Cancelled);
         }
@@ -324,6 +324,32 @@ pub fn upscale_to_png<W: Write>(
     stream.finish().map_err(png_error)?;
     writer.finish().map_err(png_error)?;
     Ok(EncodeStats { width, height, channels, bit_depth, score: score.finish() })
+}
+
+/// Something that upscales an image and hands the output rows to a sink in order: the engine's [`Upscaler`], or
+/// a resolved model of [`crate::pipeline`] (which may be a baseline).
+pub trait RowUpscaler: Sync {
+    /// The scale factor r.
+    fn scale(&self) -> u32;
+    /// Upscales `img`, handing rows to `sink` top to bottom; stops at the first error from `sink`.
+    fn upscale_rows(
+        &self,
+        img: &Image,
+        sink: &mut dyn FnMut(OutRows<'_>) -> Result<(), ImageError>,
+    ) -> Result<(), ImageError>;
+}
+
+impl RowUpscaler for Upscaler {
+    fn scale(&self) -> u32 {
+        Upscaler::scale(self)
+    }
+    fn upscale_rows(
+        &self,
+        img: &Image,
+        sink: &mut dyn FnMut(OutRows<'_>) -> Result<(), ImageError>,
+    ) -> Result<(), ImageError> {
+        self.upscale_streaming(img, sink)
+    }
 }
 
 /// Deflate level and row filter for each [`Compression`].

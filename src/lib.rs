@@ -10,10 +10,14 @@
 //! - [`cli`]: the `icnr-upscale` command line (`serve`, `upscale`, `kernel`, `bench`, `healthcheck`).
 //! - [`server`]: the HTTP service (axum): routes, limits, job pool, problem+json errors, metrics.
 
+pub mod baseline;
+pub mod batch;
 pub mod cli;
+pub mod cpu;
 pub mod engine;
 pub mod imageio;
 pub mod kernel;
 pub mod model;
+pub mod pipeline;
 pub mod score;
 pub mod server;

@@ -455,7 +455,9 @@ impl Model {
         };
         let (name, claimed_scale, residual, description, training) = header(&mut top)?;
         let Some(Value::Array(raw)) = top.remove("layers") else {
-            return Err(ModelError::Syntax("safetensors metadata icnr_upscale_model: `layers` must be an array".into()));
+            return Err(ModelError::Syntax(
+                "safetensors metadata icnr_upscale_model: `layers` must be an array".into(),
+            ));
         };
         if raw.len() > limits.max_layers {
             return Err(too_large(Limit::Layers, raw.len() as u64, limits.max_layers as u64));
@@ -558,13 +560,25 @@ fn finish(
 
 /// Where a layer's tensors come from: inline JSON arrays, or safetensors keys.
 trait TensorSource {
-    fn tensor(&mut self, layer: usize, what: &str, v: Value, depth: usize) -> Result<(Vec<usize>, Vec<f32>), ModelError>;
+    fn tensor(
+        &mut self,
+        layer: usize,
+        what: &str,
+        v: Value,
+        depth: usize,
+    ) -> Result<(Vec<usize>, Vec<f32>), ModelError>;
 }
 
 struct JsonTensors;
 
 impl TensorSource for JsonTensors {
-    fn tensor(&mut self, layer: usize, what: &str, v: Value, depth: usize) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+    fn tensor(
+        &mut self,
+        layer: usize,
+        what: &str,
+        v: Value,
+        depth: usize,
+    ) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
         let name = format!("layers[{layer}].{what}");
         let mut shape: Vec<Option<usize>> = vec![None; depth];
         let mut values = Vec::new();
@@ -574,7 +588,13 @@ impl TensorSource for JsonTensors {
 }
 
 /// Flattens a nested array of numbers of exactly `shape.len()` levels, checking it is rectangular.
-fn walk(name: &str, v: &Value, level: usize, shape: &mut [Option<usize>], out: &mut Vec<f32>) -> Result<(), ModelError> {
+fn walk(
+    name: &str,
+    v: &Value,
+    level: usize,
+    shape: &mut [Option<usize>],
+    out: &mut Vec<f32>,
+) -> Result<(), ModelError> {
     let depth = shape.len();
     let bad = |m: String| ModelError::Syntax(format!("{name}: {m}"));
     if level == depth {
@@ -618,7 +638,13 @@ struct StTensors<'a, 'b> {
 }
 
 impl TensorSource for StTensors<'_, '_> {
-    fn tensor(&mut self, layer: usize, what: &str, v: Value, depth: usize) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+    fn tensor(
+        &mut self,
+        layer: usize,
+        what: &str,
+        v: Value,
+        depth: usize,
+    ) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
         let Value::String(key) = v else {
             return Err(ModelError::Syntax(format!("layers[{layer}].{what}: must name a tensor of the file")));
         };
@@ -683,8 +709,9 @@ fn layer_from_json(i: usize, v: Value, src: &mut dyn TensorSource) -> Result<Lay
         "leaky_relu" => {
             let s = match m.remove("negative_slope") {
                 None => 0.01,
-                Some(v) => v.as_f64().ok_or_else(|| field("leaky_relu", "negative_slope: must be a number".into()))?
-                    as f32,
+                Some(v) => {
+                    v.as_f64().ok_or_else(|| field("leaky_relu", "negative_slope: must be a number".into()))? as f32
+                }
             };
             if !s.is_finite() {
                 return Err(ModelError::NotFinite { tensor: format!("layers[{i}].negative_slope"), value: s });
@@ -693,7 +720,8 @@ fn layer_from_json(i: usize, v: Value, src: &mut dyn TensorSource) -> Result<Lay
             Layer::LeakyRelu { negative_slope: s }
         }
         "prelu" => {
-            let w = m.remove("weight").ok_or_else(|| field("prelu", "missing `weight` (length 1 or channels)".into()))?;
+            let w =
+                m.remove("weight").ok_or_else(|| field("prelu", "missing `weight` (length 1 or channels)".into()))?;
             let (_, wv) = src.tensor(i, "weight", w, 1)?;
             no_more(&m, "prelu")?;
             Layer::Prelu { weight: Array1::from_vec(wv) }
@@ -765,9 +793,7 @@ fn validate(layers: &[Layer], limits: &ModelLimits) -> Result<u32, ModelError> {
             Layer::PixelShuffle { upscale_factor: r } => {
                 let r = *r;
                 if !(MIN_SCALE..=MAX_SCALE).contains(&r) {
-                    return Err(st(format!(
-                        "layers[{i}]: upscale_factor must be {MIN_SCALE} to {MAX_SCALE}, got {r}"
-                    )));
+                    return Err(st(format!("layers[{i}]: upscale_factor must be {MIN_SCALE} to {MAX_SCALE}, got {r}")));
                 }
                 let want = MODEL_IN_CHANNELS * (r * r) as usize;
                 if channels != want {

@@ -18,6 +18,8 @@ use super::handlers;
 use super::jobs::{panic_message, JobPool};
 use super::metrics::Metrics;
 use super::ServeArgs;
+use crate::model::{Model, ModelLimits};
+use crate::pipeline::Registry;
 
 /// Request and response header carrying the request id.
 pub const X_REQUEST_ID: &str = "x-request-id";
@@ -26,8 +28,16 @@ pub const MAX_REQUEST_ID_LEN: usize = 64;
 
 /// Every (method, path) the router serves; the OpenAPI test checks `openapi.yaml` against this list, and a test
 /// checks the live router answers each of them.
-pub const ROUTES: &[(&str, &str)] =
-    &[("POST", "/upscale"), ("GET", "/kernel"), ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/openapi.yaml")];
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("POST", "/upscale"),
+    ("GET", "/models"),
+    ("GET", "/models/{name}"),
+    ("GET", "/kernel"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.yaml"),
+];
 
 /// `ROUTES` as text, for the 404 detail.
 pub fn route_list() -> String {
@@ -59,6 +69,8 @@ struct Shared {
     config: Config,
     jobs: JobPool,
     metrics: Metrics,
+    /// The models this instance serves: the built-in ones plus `--model NAME=FILE`.
+    registry: Arc<Registry>,
 }
 
 /// State shared by every handler of one app instance. Cheap to clone.
@@ -66,7 +78,24 @@ struct Shared {
 pub struct AppState(Arc<Shared>);
 
 impl AppState {
+    /// The state for `args`. Panics if a `--model` file is invalid; [`AppState::try_new`] reports it instead.
     pub fn new(args: &ServeArgs) -> AppState {
+        AppState::try_new(args).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The state for `args`; fails when a `--model NAME=FILE` cannot be read or is not a valid model, or the
+    /// requested CPU path is not available.
+    pub fn try_new(args: &ServeArgs) -> anyhow::Result<AppState> {
+        let mut registry = Registry::builtin(args.engine_options()?);
+        for spec in &args.models {
+            let (name, file) = spec
+                .split_once('=')
+                .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--model {spec:?}: expected NAME=FILE"))?;
+            let model = Model::load_file(file, &ModelLimits::default())
+                .map_err(|e| anyhow::anyhow!("--model {name}={file}: {e}"))?;
+            registry.register(name, model).map_err(|e| anyhow::anyhow!("--model {name}={file}: {e}"))?;
+        }
         let metrics = Metrics::new();
         let config = Config {
             max_body_bytes: args.max_body_bytes,
@@ -75,7 +104,7 @@ impl AppState {
             request_timeout: Duration::from_secs(args.request_timeout_secs),
         };
         let jobs = JobPool::new(args.max_concurrent_jobs, args.max_queue, metrics.clone());
-        AppState(Arc::new(Shared { config, jobs, metrics }))
+        Ok(AppState(Arc::new(Shared { config, jobs, metrics, registry: Arc::new(registry) })))
     }
     pub fn config(&self) -> &Config {
         &self.0.config
@@ -86,13 +115,19 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.0.registry
+    }
 }
 
 /// The whole service as a `Router`.
 pub fn app(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config().max_body_bytes).unwrap_or(usize::MAX);
     Router::new()
+        .route("/", get(handlers::page))
         .route("/upscale", post(handlers::upscale))
+        .route("/models", get(handlers::models))
+        .route("/models/{name}", get(handlers::model))
         .route("/kernel", get(handlers::kernel))
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))

@@ -17,6 +17,10 @@ use super::query::quote;
 /// Content types `POST /upscale` takes, for error details.
 pub const ACCEPTED_CONTENT_TYPES: &str = "image/* (raw image bytes), application/octet-stream or multipart/form-data";
 
+/// The multipart fields, for error details.
+const FIELDS: &str = "image (required, the image file), and at most one of kernel (kernel JSON as GET /kernel \
+                      returns it) or model (model JSON as GET /models/{name} returns it, or its safetensors)";
+
 /// How the body carries the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
@@ -31,20 +35,24 @@ pub struct Upload {
     pub image: Bytes,
     /// Kernel JSON bytes (multipart `kernel` field), if given.
     pub kernel: Option<Bytes>,
+    /// Model JSON or safetensors bytes (multipart `model` field), if given.
+    pub model: Option<Bytes>,
 }
 
 /// Classifies the body by its `Content-Type`; anything else is a 415.
+///
+/// A missing Content-Type, `application/octet-stream` and `application/x-www-form-urlencoded` (what
+/// `curl --data-binary @photo.png URL` sends when no `-H` is given) are raw bytes whose format is decided from
+/// their signature; bytes that are no supported image are then a 415 from the decoder.
 pub fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "the request has no Content-Type; send one of: {ACCEPTED_CONTENT_TYPES}"
-        )));
+        return Ok(BodyKind::Raw);
     };
     let raw = String::from_utf8_lossy(value.as_bytes());
     let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.split_once('/') {
         Some(("image", sub)) if !sub.is_empty() => Ok(BodyKind::Raw),
-        Some(("application", "octet-stream")) => Ok(BodyKind::Raw),
+        Some(("application", "octet-stream")) | Some(("application", "x-www-form-urlencoded")) => Ok(BodyKind::Raw),
         Some(("multipart", "form-data")) => Ok(BodyKind::Multipart),
         _ => Err(ApiError::UnsupportedMediaType(format!(
             "Content-Type {} is not taken here; send one of: {ACCEPTED_CONTENT_TYPES}",
@@ -125,30 +133,31 @@ pub async fn split_multipart(parts: Parts, bytes: Bytes) -> Result<Upload, ApiEr
     })?;
     let mut image: Option<Bytes> = None;
     let mut kernel: Option<Bytes> = None;
+    let mut model: Option<Bytes> = None;
     while let Some(field) = mp.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
             "image" if image.is_none() => image = Some(field.bytes().await.map_err(multipart_error)?),
             "kernel" if kernel.is_none() => kernel = Some(field.bytes().await.map_err(multipart_error)?),
-            "image" | "kernel" => {
+            "model" if model.is_none() => model = Some(field.bytes().await.map_err(multipart_error)?),
+            "image" | "kernel" | "model" => {
                 return Err(ApiError::BadBody(format!(
                     "the multipart field {} is given more than once; give it once",
                     quote(&name)
                 )))
             }
-            _ => {
-                return Err(ApiError::BadBody(format!(
-                    "unknown multipart field {}; fields: image (required, the image file), kernel (optional, \
-                     kernel JSON as GET /kernel returns it)",
-                    quote(&name)
-                )))
-            }
+            _ => return Err(ApiError::BadBody(format!("unknown multipart field {}; fields: {FIELDS}", quote(&name)))),
         }
     }
     let image = image.ok_or_else(|| {
         ApiError::BadBody("the multipart body has no `image` field; add the image file as field `image`".to_owned())
     })?;
-    Ok(Upload { image, kernel })
+    if kernel.is_some() && model.is_some() {
+        return Err(ApiError::BadBody(format!(
+            "the multipart body has both `kernel` and `model`; give at most one. Fields: {FIELDS}"
+        )));
+    }
+    Ok(Upload { image, kernel, model })
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
@@ -180,10 +189,12 @@ mod tests {
         assert_eq!(body_kind(&with_ct("Image/JPEG; q=1")).unwrap(), BodyKind::Raw);
         assert_eq!(body_kind(&with_ct("application/octet-stream")).unwrap(), BodyKind::Raw);
         assert_eq!(body_kind(&with_ct("multipart/form-data; boundary=x")).unwrap(), BodyKind::Multipart);
+        // What `curl --data-binary @photo.png URL` sends without -H, and no Content-Type at all: raw bytes.
+        assert_eq!(body_kind(&with_ct("application/x-www-form-urlencoded")).unwrap(), BodyKind::Raw);
+        assert_eq!(body_kind(&HeaderMap::new()).unwrap(), BodyKind::Raw);
         for bad in ["text/plain", "application/json", "image/", "image", "", "multipart/mixed"] {
             assert!(matches!(body_kind(&with_ct(bad)), Err(ApiError::UnsupportedMediaType(_))), "{bad}");
         }
-        assert!(matches!(body_kind(&HeaderMap::new()), Err(ApiError::UnsupportedMediaType(_))));
     }
 
     #[tokio::test]

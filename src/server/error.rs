@@ -25,6 +25,19 @@ pub enum ApiError {
     /// 400: the `kernel` field is not valid kernel JSON, or contradicts `scale` / `kernel_size`.
     #[error("{0}")]
     BadKernel(String),
+    /// 400: the `model` parameter names no model (the detail lists them).
+    #[error("{0}")]
+    UnknownModel(String),
+    /// 400: an uploaded model is not valid (wrong shapes, unknown op, NaN weights, truncated file, or over the
+    /// layer, channel or MAC limits); the detail names the problem.
+    #[error("{0}")]
+    BadModel(String),
+    /// 413: an uploaded model file is over the model byte limit.
+    #[error("{0}")]
+    ModelTooLarge(String),
+    /// 404: `GET /models/{name}` for a name that is not a trained model.
+    #[error("{0}")]
+    NoSuchModel(String),
     /// 400: a body that cannot be read, or multipart that cannot be parsed, lacks `image` or has unknown or
     /// repeated fields.
     #[error("{0}")]
@@ -68,7 +81,13 @@ pub struct Problem {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadQuery(_) | ApiError::BadKernel(_) | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadQuery(_)
+            | ApiError::BadKernel(_)
+            | ApiError::BadBody(_)
+            | ApiError::UnknownModel(_)
+            | ApiError::BadModel(_) => StatusCode::BAD_REQUEST,
+            ApiError::ModelTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NoSuchModel(_) => StatusCode::NOT_FOUND,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -86,6 +105,10 @@ impl ApiError {
             ApiError::BadQuery(_) => "bad-query",
             ApiError::BadKernel(_) => "bad-kernel",
             ApiError::BadBody(_) => "bad-body",
+            ApiError::UnknownModel(_) => "unknown-model",
+            ApiError::BadModel(_) => "bad-model",
+            ApiError::ModelTooLarge(_) => "model-too-large",
+            ApiError::NoSuchModel(_) => "no-such-model",
             ApiError::NotFound => "not-found",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
@@ -102,6 +125,10 @@ impl ApiError {
             ApiError::BadQuery(_) => "Bad query parameter",
             ApiError::BadKernel(_) => "Bad kernel",
             ApiError::BadBody(_) => "Bad request body",
+            ApiError::UnknownModel(_) => "Unknown model",
+            ApiError::BadModel(_) => "Bad model",
+            ApiError::ModelTooLarge(_) => "Model too large",
+            ApiError::NoSuchModel(_) => "No such model",
             ApiError::NotFound => "Not found",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
@@ -119,6 +146,10 @@ impl ApiError {
             ApiError::BadQuery(m)
             | ApiError::BadKernel(m)
             | ApiError::BadBody(m)
+            | ApiError::UnknownModel(m)
+            | ApiError::BadModel(m)
+            | ApiError::ModelTooLarge(m)
+            | ApiError::NoSuchModel(m)
             | ApiError::UnsupportedMediaType(m)
             | ApiError::DimensionsTooLarge(m) => m.clone(),
             ApiError::NotFound => format!("no such route; routes: {}", super::app::route_list()),
@@ -185,6 +216,24 @@ impl From<ImageError> for ApiError {
             // Only seen when the request was dropped (client gone or timeout), so nobody reads this answer.
             ImageError::Cancelled => ApiError::Internal("job cancelled".to_owned()),
             ImageError::Io(e) => ApiError::Internal(format!("writing the PNG: {e}")),
+        }
+    }
+}
+
+impl From<crate::pipeline::PipelineError> for ApiError {
+    fn from(e: crate::pipeline::PipelineError) -> Self {
+        use crate::model::{Limit, ModelError};
+        use crate::pipeline::PipelineError as P;
+        match e {
+            P::BadRequest(m) => ApiError::BadQuery(m),
+            P::UnknownModel(m) => ApiError::UnknownModel(m),
+            P::BadModel(ModelError::TooLarge { limit: Limit::Bytes, actual, max }) => ApiError::ModelTooLarge(format!(
+                "the uploaded model is {actual} bytes, over the model limit of {max} bytes; send a smaller model"
+            )),
+            e @ P::BadModel(_) => ApiError::BadModel(e.to_string()),
+            P::BadKernel(m) | P::KernelContradiction(m) => ApiError::BadKernel(m),
+            P::Image(e) => e.into(),
+            P::Engine(m) => ApiError::Internal(format!("engine: {m}")),
         }
     }
 }

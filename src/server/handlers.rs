@@ -2,22 +2,25 @@
 //! runs in [`upscale_job`] on the job pool.
 
 use axum::body::Body;
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::engine::{Options, Upscaler};
-use crate::imageio::{self, Compression, DecodeLimits, ImageError};
+use crate::imageio::ImageError;
 use crate::kernel::{Kernel, KernelParams};
+use crate::model::ModelLimits;
+use crate::pipeline::{self, ModelKind, PipelineError, Registry, RunLimits, Weights};
 
 use super::app::{AppState, Config, JobDims};
 use super::body::{self, BodyKind, Upload};
 use super::error::ApiError;
 use super::jobs::{CancelFlag, JobError};
-use super::query::{self, KernelQuery};
+use super::query::{self, UpscaleQuery};
 
 /// Response header carrying the checkerboard score of the output.
 pub const X_CHECKERBOARD_SCORE: &str = "x-checkerboard-score";
+/// Response header naming the model that ran.
+pub const X_MODEL: &str = "x-model";
 
 /// `GET /healthz`.
 pub async fn healthz() -> Response {
@@ -57,6 +60,35 @@ pub async fn kernel(RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
+/// The comparison page (`GET /`), served from the binary.
+pub const PAGE_HTML: &str = include_str!("page.html");
+
+/// `GET /`: the comparison page.
+pub async fn page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE_HTML).into_response()
+}
+
+/// `GET /models`: every model this instance serves.
+pub async fn models(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], state.registry().list_json()).into_response()
+}
+
+/// `GET /models/{name}`: the model JSON of a trained model; 404 for anything else.
+pub async fn model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let registry = state.registry().clone();
+    let Some(model) = registry.trained(&name) else {
+        let trained: Vec<String> =
+            registry.list().into_iter().filter(|m| m.kind == ModelKind::Trained).map(|m| m.name).collect();
+        return Err(ApiError::NoSuchModel(format!(
+            "no trained model is called {}; trained models: {} (baselines and init have no weights)",
+            query::quote(&name),
+            trained.join(", ")
+        )));
+    };
+    let json = model.to_json();
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
 /// `POST /upscale`: see the life cycle in the module doc of [`super`].
 pub async fn upscale(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let cfg = state.config().clone();
@@ -86,12 +118,13 @@ pub async fn upscale(State(state): State<AppState>, req: Request) -> Result<Resp
     };
     let bytes = body::read_limited(&parts.headers, body, cfg.max_body_bytes).await?;
     let upload = match kind {
-        BodyKind::Raw => Upload { image: bytes, kernel: None },
+        BodyKind::Raw => Upload { image: bytes, kernel: None, model: None },
         BodyKind::Multipart => body::split_multipart(parts, bytes).await?,
     };
 
+    let registry = state.registry().clone();
     let out = ticket
-        .run(move |cancel| upscale_job(&cfg, q.kernel, q.compression, upload, cancel))
+        .run(move |cancel| upscale_job(&cfg, &registry, &q, upload, cancel))
         .await
         .map_err(|JobError::Panicked(msg)| ApiError::Internal(format!("upscale job panicked: {msg}")))??;
 
@@ -101,6 +134,9 @@ pub async fn upscale(State(state): State<AppState>, req: Request) -> Result<Resp
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
     if let Ok(v) = HeaderValue::from_str(&out.score.to_string()) {
         headers.insert(X_CHECKERBOARD_SCORE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&out.model) {
+        headers.insert(X_MODEL, v);
     }
     *res.status_mut() = StatusCode::OK;
     res.extensions_mut().insert(out.dims);
@@ -113,71 +149,46 @@ pub struct JobOutput {
     pub png: Vec<u8>,
     pub score: f64,
     pub dims: JobDims,
+    /// The name of the model that ran (`X-Model`).
+    pub model: String,
 }
 
-/// The CPU part of `POST /upscale`, run on the blocking pool: kernel, decode (header limits first), upscale and
-/// PNG encode into memory. Polls `cancel` between bands.
+/// The CPU part of `POST /upscale`, run on the blocking pool: resolve the model, then the pipeline (decode with
+/// header limits first, upscale, PNG encode into memory). Polls `cancel` between bands.
 pub fn upscale_job(
     cfg: &Config,
-    q: KernelQuery,
-    compression: Compression,
+    registry: &Registry,
+    q: &UpscaleQuery,
     upload: Upload,
     cancel: &CancelFlag,
 ) -> Result<JobOutput, ApiError> {
-    let kernel = match &upload.kernel {
-        Some(json) => custom_kernel(json, &q)?,
-        None => generate(&q.params())?,
+    let weights = match (&upload.kernel, &upload.model) {
+        (Some(k), _) => Some(Weights::Kernel(k)),
+        (None, Some(m)) => Some(Weights::Model(m)),
+        (None, None) => None,
     };
-    let limits = DecodeLimits {
-        max_input_pixels: cfg.max_input_pixels,
-        max_output_pixels: cfg.max_output_pixels,
-        scale: kernel.scale,
-    };
-    let decoded = imageio::decode(&upload.image, &limits)?;
-    // The encoded input is no longer needed; free it before the output grows.
-    drop(upload);
-    let input = (decoded.image.width, decoded.image.height);
-    let up = Upscaler::new(&kernel, Options::default());
+    let resolved = registry.resolve(&q.model_request(), weights, &ModelLimits::default())?;
+    let limits = RunLimits { max_input_pixels: cfg.max_input_pixels, max_output_pixels: cfg.max_output_pixels };
     let mut png = Vec::new();
     let should_stop = || cancel.is_cancelled();
-    let stats = imageio::upscale_to_png(
-        &mut png,
-        &up,
-        &decoded.image,
-        decoded.icc_profile.as_deref(),
-        compression,
-        &should_stop,
-    )
-    .map_err(|e| match e {
-        ImageError::Cancelled => ApiError::Internal("job cancelled after its request went away".to_owned()),
-        other => other.into(),
-    })?;
-    Ok(JobOutput { png, score: stats.score, dims: JobDims { input, output: (stats.width, stats.height) } })
+    let outcome = pipeline::run(upload.image, &resolved, &limits, q.compression, &mut png, &should_stop).map_err(
+        |e| match e {
+            PipelineError::Image(ImageError::Cancelled) => {
+                ApiError::Internal("job cancelled after its request went away".to_owned())
+            }
+            other => other.into(),
+        },
+    )?;
+    let stats = outcome.stats;
+    Ok(JobOutput {
+        png,
+        score: stats.score,
+        dims: JobDims { input: outcome.input, output: (stats.width, stats.height) },
+        model: resolved.name().to_string(),
+    })
 }
 
 /// Generates the kernel for validated parameters.
 fn generate(params: &KernelParams) -> Result<Kernel, ApiError> {
     Kernel::generate(params).map_err(|e| ApiError::BadQuery(e.to_string()))
-}
-
-/// Parses a caller's kernel JSON and checks it against the `scale` / `kernel_size` the caller also gave.
-fn custom_kernel(json: &[u8], q: &KernelQuery) -> Result<Kernel, ApiError> {
-    let kernel = Kernel::from_json(json)
-        .map_err(|e| ApiError::BadKernel(format!("the `kernel` field is not valid kernel JSON: {e}")))?;
-    if let Some(scale) = q.scale.filter(|s| *s != kernel.scale) {
-        return Err(ApiError::BadKernel(format!(
-            "scale={scale} contradicts the kernel, which is for scale {} (out_channels {}); drop `scale` or send a \
-             kernel for scale {scale}",
-            kernel.scale,
-            kernel.bias.len()
-        )));
-    }
-    if let Some(k) = q.kernel_size.filter(|k| *k != kernel.kernel_size) {
-        return Err(ApiError::BadKernel(format!(
-            "kernel_size={k} contradicts the kernel, whose kernel_size is {}; drop `kernel_size` or send a \
-             {k}x{k} kernel",
-            kernel.kernel_size
-        )));
-    }
-    Ok(kernel)
 }

@@ -93,6 +93,21 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "ICNR_UPSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Registers a trained model from a model file (JSON or .safetensors) under NAME; repeatable (the variable
+    /// takes a comma-separated list). Each is validated at start: a bad file stops the service from starting.
+    #[arg(long = "model", value_name = "NAME=FILE", env = "ICNR_UPSCALE_MODEL", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// CPU code path: auto (the best this CPU has), portable, avx2, avx512 or neon. A path this CPU
+    /// lacks stops the service from starting.
+    #[arg(long, env = "ICNR_UPSCALE_CPU", default_value = "auto")]
+    pub cpu: String,
+}
+
+impl ServeArgs {
+    /// The engine options of `--cpu`.
+    pub fn engine_options(&self) -> anyhow::Result<crate::engine::Options> {
+        crate::cpu::options_for(&self.cpu).map_err(|e| anyhow::anyhow!("--cpu / ICNR_UPSCALE_CPU: {e}"))
+    }
 }
 
 impl Default for ServeArgs {
@@ -107,6 +122,8 @@ impl Default for ServeArgs {
             max_concurrent_jobs: default_jobs(),
             max_queue: 64,
             log_format: LogFormat::Text,
+            models: Vec::new(),
+            cpu: "auto".to_owned(),
         }
     }
 }
@@ -134,7 +151,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = AppState::new(&args);
+    let state = AppState::try_new(&args)?;
     let addr: SocketAddr = listener.local_addr().context("reading the bound address")?;
     // Every request is bounded by the request timeout, so in-flight work is over by then; the margin covers
     // writing the last responses. The same period bounds a connection's silence.
@@ -245,12 +262,14 @@ mod tests {
             flags,
             [
                 "bind",
+                "cpu",
                 "log-format",
                 "max-body-bytes",
                 "max-concurrent-jobs",
                 "max-input-pixels",
                 "max-output-pixels",
                 "max-queue",
+                "model",
                 "request-timeout-secs"
             ]
         );

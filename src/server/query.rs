@@ -10,7 +10,8 @@ use crate::kernel::{Init, Initializer, KernelParams, MAX_KERNEL_SIZE, MAX_SCALE,
 use super::error::ApiError;
 
 /// Query parameters of `POST /upscale`, in documentation order.
-pub const ALLOWED_UPSCALE_PARAMS: &[&str] = &["scale", "kernel_size", "init", "initializer", "seed", "compression"];
+pub const ALLOWED_UPSCALE_PARAMS: &[&str] =
+    &["model", "scale", "kernel_size", "init", "initializer", "seed", "compression"];
 /// Query parameters of `GET /kernel`: the same without `compression`.
 pub const ALLOWED_KERNEL_PARAMS: &[&str] = &["scale", "kernel_size", "init", "initializer", "seed"];
 
@@ -51,17 +52,41 @@ impl KernelQuery {
 }
 
 /// The parameters of `POST /upscale`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpscaleQuery {
+    /// `model`: a model name (checked against the registry when the model is resolved).
+    pub model: Option<String>,
     pub kernel: KernelQuery,
     pub compression: Compression,
+}
+
+impl UpscaleQuery {
+    /// The model request the pipeline resolves.
+    pub fn model_request(&self) -> crate::pipeline::ModelRequest {
+        crate::pipeline::ModelRequest {
+            model: self.model.clone(),
+            scale: self.kernel.scale,
+            kernel_size: self.kernel.kernel_size,
+            init: self.kernel.init,
+            initializer: self.kernel.initializer,
+            seed: self.kernel.seed,
+        }
+    }
 }
 
 /// Parses the query of `POST /upscale`.
 pub fn parse_upscale(raw: Option<&str>) -> Result<UpscaleQuery, ApiError> {
     let mut q = UpscaleQuery::default();
     for (name, value) in pairs(raw, ALLOWED_UPSCALE_PARAMS)? {
-        if name == "compression" {
+        if name == "model" {
+            if value.is_empty() || value.len() > 64 {
+                return Err(ApiError::BadQuery(format!(
+                    "model must be a model name (GET /models lists them), got {}",
+                    quote(&value)
+                )));
+            }
+            q.model = Some(value);
+        } else if name == "compression" {
             q.compression = match value.as_str() {
                 "fast" => Compression::Fast,
                 "balanced" => Compression::Balanced,

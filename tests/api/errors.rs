@@ -73,7 +73,7 @@ async fn unknown_and_repeated_parameters_are_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_route_404_and_wrong_method_405() {
     let app = spawn_app().await;
-    for path in ["/", "/upscale/", "/nope", "/kernel/x", "/HEALTHZ"] {
+    for path in ["/index.html", "/upscale/", "/nope", "/kernel/x", "/HEALTHZ", "/models/a/b"] {
         let p = assert_problem(app.get(path).await, 404).await;
         assert!(p["detail"].as_str().unwrap().contains("POST /upscale"), "{p}");
     }
@@ -93,18 +93,31 @@ async fn unknown_route_404_and_wrong_method_405() {
     app.shutdown().await.unwrap();
 }
 
-/// Content types other than image/*, application/octet-stream and multipart/form-data are 415, and so are bytes
-/// that are not a supported image (empty, random, SVG, truncated).
+/// Content types other than image/*, application/octet-stream, application/x-www-form-urlencoded (curl's
+/// default for --data-binary), none at all and multipart/form-data are 415, and so are bytes that are not a
+/// supported image (empty, random, SVG, truncated), whatever the content type says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_media_is_415() {
     let app = spawn_app().await;
     let good = png(&rgb8(8, 8));
-    for ct in ["text/plain", "application/json", "application/x-www-form-urlencoded", "video/mp4"] {
+    for ct in ["text/plain", "application/json", "video/mp4"] {
         assert_problem(app.post_raw("", ct, good.clone()).await, 415).await;
     }
-    // No Content-Type at all.
+    // What `curl --data-binary @photo.png URL` sends, and no Content-Type at all: the bytes decide the format.
+    let res = app.post_raw("", "application/x-www-form-urlencoded", good.clone()).await;
+    assert_eq!(res.status(), 200);
     let res = app.client.post(app.url("/upscale")).body(good.clone()).send().await.unwrap();
-    assert_problem(res, 415).await;
+    assert_eq!(res.status(), 200);
+    let not_image = b"scale=2&this=is+a+form".to_vec();
+    let detail_as_png = assert_problem(app.post_raw("", "image/png", not_image.clone()).await, 415).await;
+    for ct in [Some("application/x-www-form-urlencoded"), Some("application/octet-stream"), None] {
+        let mut req = app.client.post(app.url("/upscale")).body(not_image.clone());
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let p = assert_problem(req.send().await.unwrap(), 415).await;
+        assert_eq!(p["detail"], detail_as_png["detail"], "{ct:?}");
+    }
 
     let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>"#;
     let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();

@@ -108,10 +108,11 @@ fn spec_documents_bodies_statuses_and_headers() {
     let mp = &op["requestBody"]["content"]["multipart/form-data"]["schema"];
     assert_eq!(strings(&mp["required"]), ["image"]);
     assert!(mp["properties"].get("kernel").is_some());
+    assert!(mp["properties"].get("model").is_some());
 
     let ok = &op["responses"]["200"];
     assert!(ok["content"].get("image/png").is_some());
-    for h in ["X-Request-Id", "X-Checkerboard-Score"] {
+    for h in ["X-Request-Id", "X-Checkerboard-Score", "X-Model"] {
         assert!(ok["headers"].get(h).is_some(), "200 header {h}");
     }
     for status in ["400", "413", "415", "422", "503", "504"] {
@@ -139,6 +140,8 @@ async fn live_router_matches_routes() {
     assert_eq!(res.text().await.unwrap(), file);
 
     for (method, path) in ROUTES {
+        // The path template of GET /models/{name}, filled with a built-in trained model.
+        let path = &path.replace("{name}", "espcn-x2");
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let status = app.client.request(m, app.url(path)).send().await.unwrap().status().as_u16();
         // POST /upscale without a body is a 415; every other route answers 200.
