@@ -694,6 +694,10 @@ fn layer_from_json(i: usize, v: Value, src: &mut dyn TensorSource) -> Result<Lay
                 None | Some(Value::Null) => None,
                 Some(b) => Some(Array1::from_vec(src.tensor(i, "bias", b, 1)?.1)),
             };
+            // Shape hints (the safetensors metadata carries them); when present they must agree with the tensor.
+            for (key, actual) in [("out_channels", ws[0]), ("in_channels", ws[1]), ("kernel_size", ws[2])] {
+                check_hint(&mut m, i, "conv2d", key, actual)?;
+            }
             no_more(&m, "conv2d")?;
             Layer::Conv2d(Conv2d::checked(&wname, &format!("layers[{i}].bias"), weight, bias)?)
         }
@@ -723,6 +727,7 @@ fn layer_from_json(i: usize, v: Value, src: &mut dyn TensorSource) -> Result<Lay
             let w =
                 m.remove("weight").ok_or_else(|| field("prelu", "missing `weight` (length 1 or channels)".into()))?;
             let (_, wv) = src.tensor(i, "weight", w, 1)?;
+            check_hint(&mut m, i, "prelu", "num_parameters", wv.len())?;
             no_more(&m, "prelu")?;
             Layer::Prelu { weight: Array1::from_vec(wv) }
         }
@@ -737,6 +742,21 @@ fn layer_from_json(i: usize, v: Value, src: &mut dyn TensorSource) -> Result<Lay
         _ => return Err(ModelError::UnknownOp { layer: i, op }),
     };
     Ok(layer)
+}
+
+/// Removes an optional shape hint `key` from a layer object and checks it equals `actual`.
+fn check_hint(
+    m: &mut Map<String, Value>,
+    layer: usize,
+    op: &'static str,
+    key: &str,
+    actual: usize,
+) -> Result<(), ModelError> {
+    match m.remove(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) if v.as_u64() == Some(actual as u64) => Ok(()),
+        Some(v) => Err(ModelError::Field { layer, op, msg: format!("{key} is {v} but the weight has {actual}") }),
+    }
 }
 
 /// Checks the structure; returns the scale.
