@@ -13,12 +13,25 @@ For every case it records the kernel (in the crate's kernel JSON format, weight 
     out = torch.round(torch.clamp(y, 0, 1) * 255)      (16-bit: * 65535), float32 throughout
 
 with alpha (RGBA / gray+alpha inputs) upscaled nearest-neighbour and kept, plus the checkerboard score of that
-output (REFERENCE.md, numpy float64, population std), the exact (float64) value before rounding, PyTorch's own
+output (the definition in src/score.rs, numpy float64, population std), the exact (float64) value before rounding, PyTorch's own
 float32 error against it, and how often PyTorch agrees with itself when the sum is formed in another order. Samples are hex strings of little-endian u8/u16,
 interleaved like the crate's `engine::Image`. It also writes safetensors files from `conv.state_dict()`
 (plain keys, a `up.0.` prefix, f16 and bf16) and the f32 values torch holds for them (safetensors.json).
 
 Everything is seeded (numpy default_rng and torch.manual_seed), so re-running gives the same files.
+
+It also writes `tests/fixtures/range/` (read by `tests/parity_range.rs`): cases across the documented range (r up to
+8, k up to 9, conv rows wider than one block of kernel work, images many bands tall, RGBA and gray+alpha with alpha
+compared exactly, 16-bit), kept small:
+- the weights are not stored: they are dyadic numbers from a xorshift64* stream that the test regenerates bit for
+  bit (`range_kernel`), uniform in +-2^e with 2^e near PyTorch's default bound 1/sqrt(fan_in), bias 0.5 + the same;
+  ICNR cases tie one sub-kernel and bias per colour with repeat_interleave;
+- the expected output is not stored either: for each output row, the FNV-1a 64 hash of its little-endian samples
+  after zeroing the "ambiguous" samples, those whose exact (float64) value lies within `delta` of a rounding boundary
+  `lower + 0.5` (delta = 4 x PyTorch's own float32 error on the case, at least 0.001 LSB); they are listed as
+  [index, lower] and may be lower or lower + 1 (PyTorch's is one of them). A correct float32 implementation rounds
+  every other sample exactly as PyTorch does. For tied (ICNR) cases, whose r x r blocks are uniform, an entry is a
+  conv value and stands for its whole block.
 """
 
 import json
@@ -32,6 +45,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+RANGE_OUT = os.path.join(OUT, "range")
 
 # name, scale r, kernel size k, weights ("default" = nn.Conv2d init, "icnr" = kaiming_normal sub-kernel tied with
 # repeat_interleave and zero bias), channels (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA), bit depth, width, height
@@ -78,7 +92,7 @@ def make_image(rng, w, h, channels, bits):
 
 
 def checkerboard_score(out, r, maxv):
-    """REFERENCE.md: out is [H, W, C] with C 3 or 4; alpha excluded."""
+    """The checkerboard score of src/score.rs: out is [H, W, C] with C 3 or 4; alpha excluded."""
     y = out[:, :, :3].astype(np.float64).transpose(2, 0, 1) / maxv
     m = np.array([[[y[c, i::r, j::r].mean() for j in range(r)] for i in range(r)] for c in range(3)])
     mbar = m.mean(axis=(1, 2), keepdims=True)
@@ -205,5 +219,147 @@ def main():
         f.write("\n")
 
 
+# ---- the range set (tests/fixtures/range/) ----------------------------------------------------------------------
+
+# name, r, k, weights, channels, bit depth, width, height. Output bands are BAND_OUT_BYTES = 192 KiB of output rows
+# (src/engine/band.rs), so with r = 8 and RGBA the bands are a few input rows tall; kernels work on blocks of up to
+# 128 conv pixels a row (8 vectors of 16 lanes), so rows wider than that cross blocks and end ragged.
+RANGE_CASES = [
+    ("r8_k9_default_rgba8_72x40", 8, 9, "default", 4, 8, 72, 40),  # general path, 576-pixel rows, 4 bands
+    ("r8_k9_icnr_rgba8_150x20", 8, 9, "icnr", 4, 8, 150, 20),  # fast path over 150 > 128 pixels, 4 bands
+    ("r8_k3_icnr_gray8_96x300", 8, 3, "icnr", 1, 8, 96, 300),  # 30 bands (more than 16 a thread)
+    ("r8_k3_icnr_gray16_96x170", 8, 3, "icnr", 1, 16, 96, 170),  # 34 bands: more than one group of 2 x 16
+    ("r8_k5_default_rgba16_12x9", 8, 5, "default", 4, 16, 12, 9),
+    ("r5_k7_default_rgb8_61x37", 5, 7, "default", 3, 8, 61, 37),
+    ("r6_k9_icnr_rgb16_45x30", 6, 9, "icnr", 3, 16, 45, 30),
+    ("r7_k9_default_graya8_33x29", 7, 9, "default", 2, 8, 33, 29),
+    ("r3_k9_default_rgb16_140x3", 3, 9, "default", 3, 16, 140, 3),
+    ("r2_k9_default_rgb8_131x9", 2, 9, "default", 3, 8, 131, 9),
+    ("r4_k9_default_rgb8_3x2", 4, 9, "default", 3, 8, 3, 2),  # smaller than the kernel
+    ("r8_k1_icnr_rgba16_17x5", 8, 1, "icnr", 4, 16, 17, 5),
+    ("r6_k7_icnr_rgba8_135x11", 6, 7, "icnr", 4, 8, 135, 11),
+]
+
+MASK64 = (1 << 64) - 1
+
+
+def xorshift64star(seed):
+    """The generator `tests/parity_range.rs` reimplements: xorshift64* (Vigna), 24-bit outputs."""
+    x = seed & MASK64 or 1
+    while True:
+        x ^= x >> 12
+        x ^= (x << 25) & MASK64
+        x ^= x >> 27
+        yield ((x * 0x2545F4914F6CDD1D) & MASK64) >> 40
+
+
+def range_kernel(r, k, tied, seed):
+    """Weight [3r^2, 3, k, k] and bias [3r^2], float64 arrays of values exact in float32: (v - 2^23) * 2^(e - 23)
+    with v the generator's 24-bit outputs and 2^e the power of two nearest 1/sqrt(3 k^2); bias
+    0.5 + ((v >> s) - 2^(23 - s)) * 2^-24 with s = -1 - e (also within +-2^e of 0.5).
+    Tied: one sub-kernel and bias per colour, drawn first, repeated r^2 times (repeat_interleave)."""
+    e = round(np.log2(1.0 / np.sqrt(3 * k * k)))
+    g = xorshift64star(seed)
+    step = 2.0 ** (e - 23)
+    groups = 3 if tied else 3 * r * r
+    w = np.array([(next(g) - (1 << 23)) * step for _ in range(groups * 3 * k * k)]).reshape(groups, 3, k, k)
+    # The bias near 0.5 (where float32's step is 2^-24 or 2^-25) in steps of 2^-24 over the same +-2^e.
+    s = -1 - e
+    assert s >= 0
+    b = np.array([0.5 + ((next(g) >> s) - (1 << (23 - s))) * 2.0**-24 for _ in range(groups)])
+    if tied:
+        w = np.repeat(w, r * r, axis=0)
+        b = np.repeat(b, r * r, axis=0)
+    return w, b, e
+
+
+def fnv1a64(data):
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & MASK64
+    return h
+
+
+def range_main():
+    os.makedirs(RANGE_OUT, exist_ok=True)
+    rng = np.random.default_rng(20261201)
+    index = []
+    for n, (name, r, k, weights, ch, bits, w, h) in enumerate(RANGE_CASES):
+        seed = 0x1C4E_0000 + n
+        wt, bs, e = range_kernel(r, k, weights == "icnr", seed)
+        conv = nn.Conv2d(3, 3 * r * r, k, padding=k // 2)
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(wt.astype(np.float32)))
+            conv.bias.copy_(torch.from_numpy(bs.astype(np.float32)))
+        assert np.array_equal(conv.weight.detach().double().numpy(), wt)
+        assert np.array_equal(conv.bias.detach().double().numpy(), bs)
+        img = make_image(rng, w, h, ch, bits)
+        out, pre64, f32_err, _ = forward(img, conv, r, k, bits)
+        oh, ow, oc = out.shape
+        assert (oh, ow) == (h * r, w * r)
+        delta = max(4.0 * f32_err, 1e-3)
+        tied = weights == "icnr"
+        # Tied kernels give r x r blocks of one value: ambiguity is decided once per block (conv value).
+        vals = pre64.reshape(h, r, w, r, 3)[:, 0, :, 0, :] if tied else pre64
+        if tied:
+            assert np.array_equal(np.broadcast_to(vals[:, None, :, None, :], (h, r, w, r, 3)).reshape(pre64.shape), pre64)
+        amb = np.abs(vals - (np.floor(vals) + 0.5)) <= delta  # within delta of an x.5 rounding boundary
+        flat = out.reshape(-1).copy()
+        vw = vals.shape[1]
+        ambiguous = []
+        for y, x, c in zip(*np.nonzero(amb)):
+            lower = int(np.rint(vals[y, x, c] - 0.5))  # the allowed values are lower and lower + 1
+            ys, xs = ([y * r + i for i in range(r)], [x * r + j for j in range(r)]) if tied else ([y], [x])
+            for oy in ys:
+                for ox in xs:
+                    i = (int(oy) * ow + int(ox)) * oc + int(c)
+                    assert flat[i] in (lower, lower + 1), (name, oy, ox, c, flat[i], vals[y, x, c])
+                    flat[i] = 0
+            # Tied: the conv value's index ((y * width + x) * 3 + c); else the output sample's own index.
+            ambiguous.append([(int(y) * vw + int(x)) * 3 + int(c) if tied else i, lower])
+        le = flat.astype(np.dtype(flat.dtype).newbyteorder("<")).reshape(oh, -1)
+        row_hashes = [f"{fnv1a64(row.tobytes()):016x}" for row in le]
+        case = {
+            "name": name,
+            "scale": r,
+            "kernel_size": k,
+            "weights": weights,
+            "width": w,
+            "height": h,
+            "channels": ch,
+            "bit_depth": bits,
+            "out_width": ow,
+            "out_height": oh,
+            "out_channels": oc,
+            "kernel_seed": seed,
+            "kernel_exponent": e,
+            "torch_f32_error_lsb": f32_err,
+            "delta_lsb": delta,
+            "input": hexle(img),
+            # [index, lower]: the output sample `index` (interleaved, out_channels a pixel) or, tied, the r x r block
+            # of conv value `index` = (y * width + x) * 3 + c,
+            # whose exact value is within delta of lower + 0.5: it may be lower or lower + 1.
+            "ambiguous_per_block": tied,
+            "ambiguous": ambiguous,
+            "row_hashes": row_hashes,
+        }
+        with open(os.path.join(RANGE_OUT, name + ".json"), "w") as f:
+            json.dump(case, f, separators=(",", ":"))
+            f.write("\n")
+        index.append(name)
+        print(
+            f"range/{name}: torch f32 error {f32_err:.4f} LSB, {len(ambiguous)} ambiguous {'blocks' if tied else 'samples'}"
+            f" of {amb.size} ({len(ambiguous) / amb.size:.3%})",
+            file=sys.stderr,
+        )
+    with open(os.path.join(RANGE_OUT, "index.json"), "w") as f:
+        json.dump({"torch": torch.__version__, "numpy": np.__version__, "cases": index}, f, indent=1)
+        f.write("\n")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--range-only"]:
+        range_main()
+    else:
+        main()
+        range_main()
