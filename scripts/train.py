@@ -143,7 +143,7 @@ def git_commit_of(path):
 
 
 def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=False, log=print, train_set=None,
-          on_eval=None):
+          on_eval=None, loss_shave=0):
     """Train in place. Returns the history [(step, val_psnr, checker, seconds)] at the steps in eval_at."""
     torch.set_num_threads(1)
     train_set = train_set if train_set is not None else sr_data.train_set()
@@ -165,7 +165,11 @@ def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=Fals
         if step == steps:
             break
         x, y = data.batch(batch)
-        loss = F.l1_loss(model(x), y)
+        out = model(x)
+        if loss_shave:
+            b = loss_shave * r  # ignore the HR border whose LR receptive field reaches the zero padding
+            out, y = out[:, :, b:-b, b:-b], y[:, :, b:-b, b:-b]
+        loss = F.l1_loss(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -184,6 +188,7 @@ def main():
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--width", default="32,16", help="espcn conv widths (default 32,16)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--loss-shave", type=int, default=0, help="LR pixels of each patch border left out of the loss")
     ap.add_argument("--checkpoint", action="store_true", help="also write the model file at every evaluation")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -215,7 +220,8 @@ def main():
             "optimizer": f"Adam(lr={a.lr})",
             "lr_schedule": f"cosine from {a.lr:g} to {a.lr * 1e-2:g} over {a.steps} steps (per step)"
                            + ("" if done else f"; CHECKPOINT at step {hist[-1][0]}, schedule not finished"),
-            "loss": "L1 on RGB HR patches in [0,1]",
+            "loss": "L1 on RGB HR patches in [0,1]" + (f", the outer {a.loss_shave * r} HR pixels ({a.loss_shave} LR) "
+                                                       "of each patch excluded" if a.loss_shave else ""),
             "init": "PyTorch default for all convs except the sub-pixel conv: ICNR (kaiming_normal W0, "
                     "repeat_interleave(r*r), zero bias)",
             "augmentation": "random rot90 (k in 0..3) and horizontal flip per patch",
@@ -232,7 +238,7 @@ def main():
 
     ckpt = (lambda step, hist, wall: write(hist, wall, False)) if a.checkpoint else None
     hist, wall = train(model, r, a.steps, a.batch, a.patch, a.lr, a.seed, val, ev, train_set=train_set,
-                       log=lambda s: print(s, flush=True), on_eval=ckpt)
+                       log=lambda s: print(s, flush=True), on_eval=ckpt, loss_shave=a.loss_shave)
     write(hist, wall, True)
     print(f"wrote {out} ({os.path.getsize(out)} bytes), final val Y-PSNR {hist[-1][1]:.3f}, wall {wall:.0f}s",
           flush=True)
