@@ -45,18 +45,27 @@ BUILTIN = {
 }
 
 
-def icnr_(conv: nn.Conv2d, r: int):
-    """ICNR: kaiming_normal sub-kernel W0 [C_out/r^2, C_in, k, k], W = W0.repeat_interleave(r^2), bias tied (zero)."""
+def icnr_(conv: nn.Conv2d, r: int, sub_init: str = "kaiming_normal"):
+    """ICNR: sub-kernel W0 [C_out/r^2, C_in, k, k], W = W0.repeat_interleave(r^2), bias tied (zero).
+
+    sub_init: "kaiming_normal" (N(0, sqrt(2/fan_in))) or "dirac" (W0[c, c, k/2, k/2] = 1: exact nearest-neighbour).
+    """
     out_c, in_c, k, _ = conv.weight.shape
     w0 = torch.empty(out_c // (r * r), in_c, k, k)
-    nn.init.kaiming_normal_(w0)
+    if sub_init == "kaiming_normal":
+        nn.init.kaiming_normal_(w0)
+    elif sub_init == "dirac":
+        nn.init.dirac_(w0)
+    else:
+        raise ValueError(sub_init)
     with torch.no_grad():
         conv.weight.copy_(w0.repeat_interleave(r * r, dim=0))
         if conv.bias is not None:
             conv.bias.zero_()
 
 
-def build(arch: str, r: int, seed: int, init: str = "icnr", residual: str | None = None, width=(32, 16)):
+def build(arch: str, r: int, seed: int, init: str = "icnr", residual: str | None = None, width=(32, 16),
+          sub_init: str = "kaiming_normal"):
     """A fresh SRModel. init: "icnr" or "default" (PyTorch's Conv2d init) for the sub-pixel conv only."""
     torch.manual_seed(seed)
     if arch == "espcn":
@@ -71,7 +80,7 @@ def build(arch: str, r: int, seed: int, init: str = "icnr", residual: str | None
     else:
         raise ValueError(arch)
     if init == "icnr":
-        icnr_(convs[-1], r)  # RNG drawn after every conv exists: the other convs are identical for both inits
+        icnr_(convs[-1], r, sub_init)  # RNG drawn after every conv exists: the other convs are identical for both inits
     elif init != "default":
         raise ValueError(init)
     layers = []
@@ -189,13 +198,15 @@ def main():
     ap.add_argument("--width", default="32,16", help="espcn conv widths (default 32,16)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--loss-shave", type=int, default=0, help="LR pixels of each patch border left out of the loss")
+    ap.add_argument("--icnr-sub-init", default="kaiming_normal", choices=["kaiming_normal", "dirac"],
+                    help="initializer of the ICNR sub-kernel W0")
     ap.add_argument("--checkpoint", action="store_true", help="also write the model file at every evaluation")
     a = ap.parse_args()
     torch.set_num_threads(1)
     np.random.seed(a.seed)
     arch, r = BUILTIN[a.name]
     width = tuple(int(v) for v in a.width.split(","))
-    model = build(arch, r, a.seed, "icnr", width=width)
+    model = build(arch, r, a.seed, "icnr", width=width, sub_init=a.icnr_sub_init)
     train_set = sr_data.train_set()
     val = sr_data.validation_set()
     ev = list(range(0, a.steps, a.eval_every)) + [a.steps]
@@ -222,8 +233,8 @@ def main():
                            + ("" if done else f"; CHECKPOINT at step {hist[-1][0]}, schedule not finished"),
             "loss": "L1 on RGB HR patches in [0,1]" + (f", the outer {a.loss_shave * r} HR pixels ({a.loss_shave} LR) "
                                                        "of each patch excluded" if a.loss_shave else ""),
-            "init": "PyTorch default for all convs except the sub-pixel conv: ICNR (kaiming_normal W0, "
-                    "repeat_interleave(r*r), zero bias)",
+            "init": "PyTorch default for all convs except the sub-pixel conv: ICNR (" + a.icnr_sub_init
+                    + " sub-kernel W0, repeat_interleave(r*r), zero bias)",
             "augmentation": "random rot90 (k in 0..3) and horizontal flip per patch",
             "degradation": "LR = Pillow BICUBIC downscale by r of each whole training image",
             "data": [n for n, _ in train_set], "validation": [n for n, _ in val],
