@@ -98,8 +98,26 @@ def main():
     ap.add_argument("--no-residual-pair", action="store_true", help="also run both inits without the residual")
     ap.add_argument("--json", default=os.path.join(ROOT, "assets/icnr-experiment.json"))
     ap.add_argument("--png", default=os.path.join(ROOT, "assets/icnr-vs-default-training.png"))
+    ap.add_argument("--configs", default=None,
+                    help="comma list of INIT:RESIDUAL runs (default icnr:nearest,default:nearest[,icnr:none,default:none])")
+    ap.add_argument("--merge", nargs="+", default=None,
+                    help="only merge these result JSON files (runs concatenated) into --json/--png/--md")
     ap.add_argument("--md", default=os.path.join(ROOT, "MODELS.md"), help="MODELS.md to write the table into ('' for none)")
     a = ap.parse_args()
+    if a.merge:
+        parts = [json.load(open(p)) for p in a.merge]
+        res = parts[0]
+        res["runs"] = [run for p in parts for run in p["runs"]]
+        res["command"] = " ; ".join(p["command"] for p in parts) + " ; python scripts/icnr_experiment.py --merge ..."
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+            f.write("\n")
+        plot(res, a.png)
+        if a.md:
+            from eval_quality import write_into
+            write_into(a.md, md_table(res), "<!-- icnr:begin -->", "<!-- icnr:end -->")
+        print(md_table(res))
+        return
     torch.set_num_threads(1)
     np.random.seed(a.seed)
     r = 2
@@ -113,6 +131,8 @@ def main():
     configs = [("icnr", "nearest"), ("default", "nearest")]
     if a.no_residual_pair:
         configs += [("icnr", "none"), ("default", "none")]
+    if a.configs:
+        configs = [tuple(c.split(":")) for c in a.configs.split(",")]
     res = {"experiment": "espcn-x2, sub-pixel conv init: ICNR vs PyTorch default",
            "script": "scripts/icnr_experiment.py", "script_commit": T.git_commit_of("scripts/icnr_experiment.py"),
            "command": "python scripts/icnr_experiment.py " + " ".join(sys.argv[1:]),
