@@ -311,8 +311,9 @@ fn job_retries_are_bounded_and_cleaned_up() {
     }
 }
 
-/// CPU and memory are requested and limited, requests == limits, and there are as many CPUs as images at once
-/// (`--jobs`, when given), as the Deployment has as many CPUs as concurrent jobs.
+/// CPU and memory are requested and limited, requests == limits, there are as many CPUs as images at once
+/// (`--jobs`, when given; the Deployment likewise has as many CPUs as concurrent jobs), and the memory limit holds
+/// the batch's `--memory-mb` budget with room to spare.
 #[test]
 fn resources_are_set() {
     let c = container();
@@ -327,6 +328,16 @@ fn resources_are_set() {
         bytes(at(&c, "resources.limits.memory")),
         "memory request must equal the limit"
     );
+    // The batch's own memory budget for the images in flight must fit in the limit, with room for the process.
+    if let Some(mb) = flag(&args(), "--memory-mb") {
+        let mb: u64 = mb.parse().unwrap_or_else(|_| panic!("{MANIFEST}: --memory-mb {mb:?}"));
+        let limit = bytes(at(&c, "resources.limits.memory"));
+        assert!(
+            limit >= (mb + 512) << 20,
+            "{MANIFEST}: memory limit {} MiB leaves under 512 MiB over --memory-mb {mb}",
+            limit >> 20
+        );
+    }
     if let Some(jobs) = flag(&args(), "--jobs") {
         let jobs: u64 = jobs.parse().unwrap_or_else(|_| panic!("{MANIFEST}: --jobs {jobs:?}"));
         assert_eq!(cpu, jobs * 1000, "{MANIFEST}: cpu limit must equal --jobs ({jobs})");
