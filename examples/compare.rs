@@ -11,7 +11,7 @@
 //! - bottom row: the same 64 x 64 crop of each (around the left eye), magnified x6 with nearest neighbour so that
 //!   single output pixels, and the 2 x 2 checkerboard of the default init, are visible.
 //!
-//! It prints both scores. Neither kernel is trained: the colours are those of a random filter. What the picture
+//! It prints both scores ([`compare`] computes them; `tests/imageio.rs` checks the README's figures with it). Neither kernel is trained: the colours are those of a random filter. What the picture
 //! shows is the structure a network starts from: the default init starts from a checkerboard, ICNR from none.
 
 use std::path::Path;
@@ -34,8 +34,19 @@ const LABEL_H: u32 = 40;
 const BACKGROUND: [u8; 3] = [255, 255, 255];
 const INK: [u8; 3] = [32, 32, 32];
 
-fn main() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+/// The two untrained outputs of the README picture and their checkerboard scores (the figures the README quotes;
+/// `tests/imageio.rs` checks them through this function).
+pub struct Comparison {
+    pub photo: Image,
+    pub default: Image,
+    pub icnr: Image,
+    pub default_score: f64,
+    pub icnr_score: f64,
+}
+
+/// Upscales `assets/chelsea.png` (under the crate root `root`) with the default-init and ICNR kernels of the same
+/// seed and scores both outputs.
+pub fn compare(root: &Path) -> anyhow::Result<Comparison> {
     let bytes = std::fs::read(root.join(INPUT))?;
     let limits = DecodeLimits { max_input_pixels: 1 << 24, max_output_pixels: 1 << 26, scale: SCALE };
     let photo = decode(&bytes, &limits)?.image;
@@ -49,9 +60,15 @@ fn main() -> anyhow::Result<()> {
     };
     let default = upscale(Init::Default)?;
     let icnr = upscale(Init::Icnr)?;
-    let reference = nearest(&photo, SCALE);
     let default_score = checkerboard_score(&default, SCALE);
     let icnr_score = checkerboard_score(&icnr, SCALE);
+    Ok(Comparison { photo, default, icnr, default_score, icnr_score })
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Comparison { photo, default, icnr, default_score, icnr_score } = compare(root)?;
+    let reference = nearest(&photo, SCALE);
     println!("input {INPUT} {}x{}, scale {SCALE}, kernel_size 3, seed {SEED}", photo.width, photo.height);
     println!("checkerboard score, init default: {default_score:.4}");
     println!("checkerboard score, init icnr:    {icnr_score:.4}");
