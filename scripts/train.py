@@ -210,6 +210,7 @@ def main():
     train_set = sr_data.train_set()
     val = sr_data.validation_set()
     ev = list(range(0, a.steps, a.eval_every)) + [a.steps]
+    script_commit = git_commit_of("scripts/train.py")  # at start: the code that runs
     out = a.out or os.path.join(ROOT, "models", a.name + ".json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     nparams = sum(p.numel() for p in model.parameters())
@@ -224,7 +225,7 @@ def main():
 
     def write(hist, wall, done):
         model.training_info = {
-            "script": "scripts/train.py", "script_commit": git_commit_of("scripts/train.py"),
+            "script": "scripts/train.py", "script_commit": script_commit,
             "command": "python scripts/train.py " + " ".join(sys.argv[1:]),
             "seed": a.seed, "steps": a.steps if done else hist[-1][0], "batch": a.batch, "lr_patch": a.patch,
             "hr_patch": a.patch * r,
