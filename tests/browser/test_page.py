@@ -8,8 +8,8 @@ browser are given by path, so Selenium Manager never runs.
 Checks, in order (each failure says what and where):
   1. the page loads with its controls (#image, #scale with 2/3/4 and 2 selected, #run, #error);
   2. Run without a file: state "error" and a message in #error;
-  3. a photo at x2: a figure per result (the trained default, the one-layer trained model, nearest, bicubic,
-     lanczos3, init:icnr, init:default), each image decoded at 2x the photo's size, each caption with its name,
+  3. a photo at x2: a figure per result (the trained default espcn-x2, the other trained x2 models GET /models
+     lists, e.g. subpixel-x2, nearest, bicubic, lanczos3, init:icnr, init:default), each image decoded at 2x the photo's size, each caption with its name,
      "<n> ms", "checkerboard <number>" and a PNG download link; init:icnr scores 0 and init:default above 0; no
      error in the browser console;
   4. the zoom: hovering over one result shows a magnifier in every result, pixelated, over the same spot;
@@ -57,9 +57,22 @@ FLAGS = [
     "--hide-scrollbars",
     "--force-device-scale-factor=1",
 ]
-# The results the page must show at scale S, by `data-model` (the trained names are those the service ships).
-def expected_models(scale):
-    return [f"espcn-x{scale}", f"subpixel-x{scale}", "nearest", "bicubic", "lanczos3", "init:icnr", "init:default"]
+# The results the page must show at scale S, by `data-model`: the trained default, the baselines and both inits
+# always; the service's other trained models of that scale (e.g. the one-layer `subpixel-xS`) when GET /models lists
+# them.
+def expected_models(base, scale):
+    names = [f"espcn-x{scale}"]
+    with urllib.request.urlopen(f"{base}/models", timeout=30) as r:
+        models = json.loads(r.read())["models"]
+    trained = [m for m in models if m.get("kind") == "trained" and m.get("scale") == scale]
+    default = [m["name"] for m in trained if m.get("default")]
+    check(default == [f"espcn-x{scale}"], f"GET /models: the default trained model for x{scale} is {default}")
+    names += [m["name"] for m in trained if not m.get("default")]
+    if f"subpixel-x{scale}" not in names:
+        print(f"note: GET /models lists no subpixel-x{scale}; the page is not expected to show it")
+    baselines = [m["name"] for m in models if m.get("kind") == "baseline"]
+    check({"nearest", "bicubic", "lanczos3"} <= set(baselines), f"GET /models: baselines {baselines}")
+    return names + baselines + ["init:icnr", "init:default"]
 
 
 class Failure(Exception):
@@ -154,7 +167,9 @@ def step(name):
 def check_run(page, photo, scale):
     w, h = png_size(photo)
     figs = {f["model"]: f for f in page.figures()}
-    for name in expected_models(scale):
+    expected = expected_models(page.base, scale)
+    check(len(figs) == len(expected), f"x{scale}: figures {sorted(figs)}, expected {sorted(expected)}")
+    for name in expected:
         check(name in figs, f"x{scale}: no figure[data-model={name!r}]; figures: {sorted(figs)}")
     for name, f in figs.items():
         where = f"x{scale} figure {name!r}"
@@ -170,7 +185,7 @@ def check_run(page, photo, scale):
     score = lambda name: float(re.search(r"checkerboard ([0-9.eE+-]+)", figs[name]["caption"]).group(1))  # noqa: E731
     check(score("init:icnr") == 0, f"x{scale}: init:icnr's checkerboard is {score('init:icnr')}, expected 0")
     check(score("init:default") > 0, f"x{scale}: init:default's checkerboard is {score('init:default')}, expected > 0")
-    print(f"x{scale}: " + ", ".join(f"{n} {score(n):.4g}" for n in expected_models(scale)))
+    print(f"x{scale}: checkerboard " + ", ".join(f"{n} {score(n):.4g}" for n in expected))
     return figs
 
 
@@ -263,7 +278,7 @@ def run(args):
                 driver.set_window_size(1280, min(driver.get_window_size()["height"] + need - have, 3000))
             page.js("window.scrollTo(0, 0)")
             time.sleep(0.3)
-            hover(page, "espcn-x2", 0.42, 0.38)
+            hover(page, "espcn-x2", 0.72, 0.45)  # the cat's eye: fur, edges and the checkerboard of init:default
             time.sleep(0.3)
             os.makedirs(os.path.dirname(os.path.abspath(args.screenshot)), exist_ok=True)
             check(driver.save_screenshot(args.screenshot), "the screenshot failed")
