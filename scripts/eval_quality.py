@@ -190,14 +190,21 @@ def markdown(val, rows, command):
             if rr != r or meth in BASELINES:
                 continue
             lan = {n: p for n, p, _ in rows[("lanczos", r)]}
-            for n, p, _ in res:
+            bic_s = {n: s for n, _, s in rows[("bicubic", r)]}
+            lan_s = {n: s for n, _, s in rows[("lanczos", r)]}
+            for n, p, s in res:
                 if p < bic[n]:
-                    losses.append(f"{meth} loses to bicubic on {n} ({p - bic[n]:+.2f} dB)")
+                    losses.append(f"{meth} loses to bicubic on {n} in Y-PSNR ({p - bic[n]:+.2f} dB)")
                 elif p < lan[n]:
-                    losses.append(f"{meth} loses to Lanczos on {n} ({p - lan[n]:+.2f} dB)")
+                    losses.append(f"{meth} loses to Lanczos on {n} in Y-PSNR ({p - lan[n]:+.2f} dB)")
+                if s < bic_s[n]:
+                    losses.append(f"{meth} loses to bicubic on {n} in SSIM ({s - bic_s[n]:+.4f})")
+                elif s < lan_s[n]:
+                    losses.append(f"{meth} loses to Lanczos on {n} in SSIM ({s - lan_s[n]:+.4f})")
         L.append("")
         L.append("Where a model loses: " + ("; ".join(losses) if losses else "nowhere (every model beats bicubic and "
-                                                                           "Lanczos on every validation photo)") + ".")
+                                                                           "Lanczos on every validation photo, in "
+                                                                           "Y-PSNR and SSIM)") + ".")
         L.append("")
     return "\n".join(L)
 

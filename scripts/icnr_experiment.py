@@ -108,7 +108,9 @@ def main():
         parts = [json.load(open(p)) for p in a.merge]
         res = parts[0]
         res["runs"] = [run for p in parts for run in p["runs"]]
-        res["command"] = " ; ".join(p["command"] for p in parts) + " ; python scripts/icnr_experiment.py --merge ..."
+        res["command"] = (f"python scripts/icnr_experiment.py --steps {res['steps']} --configs "
+                          + ",".join(f"{r['init']}:{r['residual']}" for r in res["runs"])
+                          + " (run as one process per config, then joined with --merge)")
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
             f.write("\n")
