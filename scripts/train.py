@@ -152,14 +152,22 @@ def git_commit_of(path):
 
 
 def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=False, log=print, train_set=None,
-          on_eval=None, loss_shave=0):
-    """Train in place. Returns the history [(step, val_psnr, checker, seconds)] at the steps in eval_at."""
+          on_eval=None, loss_shave=0, lr_min=None, max_seconds=None):
+    """Train in place. Returns the history [(step, val_psnr, checker, seconds)] at the steps in eval_at.
+
+    lr_min: the cosine schedule's end (default lr * 1e-2). max_seconds: stop (after a validation) at the first
+    evaluation step past this wall time, whether or not the schedule has finished."""
     torch.set_num_threads(1)
     train_set = train_set if train_set is not None else sr_data.train_set()
     data = Patches(train_set, r, patch, seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: max(1e-2, 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    floor = 1e-2 if lr_min is None else lr_min / lr
+    if lr_min is None:
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: max(1e-2, 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    else:  # cosine from lr to exactly lr_min
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     hist = []
     t0 = time.time()
     eval_at = sorted(set(eval_at))
@@ -171,6 +179,9 @@ def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=Fals
                 + f"  lr {opt.param_groups[0]['lr']:.2e}  {time.time() - t0:.0f}s")
             if on_eval is not None and step < steps:
                 on_eval(step, hist, time.time() - t0)
+            if max_seconds is not None and step < steps and time.time() - t0 > max_seconds:
+                log(f"stopping at step {step}: wall time {time.time() - t0:.0f}s > --max-seconds {max_seconds:g}")
+                break
         if step == steps:
             break
         x, y = data.batch(batch)
@@ -201,12 +212,33 @@ def main():
     ap.add_argument("--icnr-sub-init", default="kaiming_normal", choices=["kaiming_normal", "dirac"],
                     help="initializer of the ICNR sub-kernel W0")
     ap.add_argument("--checkpoint", action="store_true", help="also write the model file at every evaluation")
+    ap.add_argument("--init-from", default=None, metavar="PATH",
+                    help="continue from this model file's weights (same shape) instead of a fresh ICNR init; its "
+                         "training record is kept under training.previous_runs")
+    ap.add_argument("--lr-min", type=float, default=None, help="end of the cosine schedule (default lr * 1e-2)")
+    ap.add_argument("--keep-best", action="store_true",
+                    help="write the model file at each evaluation that improves the best validation Y-PSNR so far "
+                         "(including step 0), and keep that best model at the end")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="stop at the first evaluation past this wall time (schedule possibly unfinished)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     np.random.seed(a.seed)
     arch, r = BUILTIN[a.name]
     width = tuple(int(v) for v in a.width.split(","))
     model = build(arch, r, a.seed, "icnr", width=width, sub_init=a.icnr_sub_init)
+    prev = None
+    if a.init_from:
+        import hashlib
+        src = M.load_json(a.init_from)
+        fresh = [tuple(p.shape) for p in model.parameters()]
+        if [tuple(p.shape) for p in src.parameters()] != fresh or src.scale != r or src.residual != model.residual:
+            sys.exit(f"--init-from {a.init_from}: shape/scale/residual differ from {a.name}")
+        with open(a.init_from, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        prev = {"path": os.path.relpath(os.path.abspath(a.init_from), ROOT), "sha256": sha,
+                "training": src.training_info}
+        model = src
     train_set = sr_data.train_set()
     val = sr_data.validation_set()
     ev = list(range(0, a.steps, a.eval_every)) + [a.steps]
@@ -223,8 +255,10 @@ def main():
         model.description = (f"Single sub-pixel layer x{r} upscaler (one ICNR-initialised conv 3->{3 * r * r} k5, "
                              f"PixelShuffle({r}); {nparams} parameters) trained on photographs.")
 
-    def write(hist, wall, done):
-        model.training_info = {
+    best = {"p": -1e9, "step": None, "state": None}
+
+    def write(hist, wall, done, step_of_weights=None):
+        info = {
             "script": "scripts/train.py", "script_commit": script_commit,
             "command": "python scripts/train.py " + " ".join(sys.argv[1:]),
             "seed": a.seed, "steps": a.steps if done else hist[-1][0], "batch": a.batch, "lr_patch": a.patch,
@@ -234,8 +268,9 @@ def main():
                            + ("" if done else f"; CHECKPOINT at step {hist[-1][0]}, schedule not finished"),
             "loss": "L1 on RGB HR patches in [0,1]" + (f", the outer {a.loss_shave * r} HR pixels ({a.loss_shave} LR) "
                                                        "of each patch excluded" if a.loss_shave else ""),
-            "init": "PyTorch default for all convs except the sub-pixel conv: ICNR (" + a.icnr_sub_init
-                    + " sub-kernel W0, repeat_interleave(r*r), zero bias)",
+            "init": ("PyTorch default for all convs except the sub-pixel conv: ICNR (" + a.icnr_sub_init
+                     + " sub-kernel W0, repeat_interleave(r*r), zero bias)") if prev is None else
+                    f"continued from the weights of {prev['path']} (sha256 {prev['sha256']}), the run in previous_runs",
             "augmentation": "random rot90 (k in 0..3) and horizontal flip per patch",
             "degradation": "LR = Pillow BICUBIC downscale by r of each whole training image",
             "data": [n for n, _ in train_set], "validation": [n for n, _ in val],
@@ -243,15 +278,49 @@ def main():
             "wall_time_s": round(wall, 1), "val_y_psnr_history": [[s, round(p, 3)] for s, p, _, _ in hist],
             "final_val_y_psnr": round(hist[-1][1], 3),
         }
+        if a.lr_min is not None:
+            info["lr_schedule"] = info["lr_schedule"].replace(f"to {a.lr * 1e-2:g}", f"to {a.lr_min:g}")
+        if step_of_weights is not None:
+            info["weights_from_step"] = step_of_weights
+            info["final_val_y_psnr"] = round(dict((s, p) for s, p, _, _ in hist)[step_of_weights], 3)
+            info["weights_note"] = ("--keep-best: the weights are those of the best validation evaluation "
+                                    f"(step {step_of_weights}), not necessarily the last step")
+        if prev is not None:
+            info["previous_runs"] = ([prev["training"]] if "previous_runs" not in prev["training"] else
+                                     prev["training"]["previous_runs"] + [
+                                         {k: v for k, v in prev["training"].items() if k != "previous_runs"}])
+            info["total_steps_all_runs"] = info["steps"] + sum(int(t.get("steps", 0)) for t in info["previous_runs"])
+        model.training_info = info
         M.save_json(model, out + ".tmp")
         os.replace(out + ".tmp", out)
         # the written file must read back to the same network
         assert M.to_json(M.load_json(out)) == M.to_json(model)
 
-    ckpt = (lambda step, hist, wall: write(hist, wall, False)) if a.checkpoint else None
+    def on_eval(step, hist, wall):
+        if a.keep_best:
+            if hist[-1][1] > best["p"]:
+                best.update(p=hist[-1][1], step=step,
+                            state={k: v.detach().clone() for k, v in model.state_dict().items()})
+                write(hist, wall, False, step)
+                print(f"  best so far: step {step}, written to {out}", flush=True)
+        elif a.checkpoint:
+            write(hist, wall, False)
+
     hist, wall = train(model, r, a.steps, a.batch, a.patch, a.lr, a.seed, val, ev, train_set=train_set,
-                       log=lambda s: print(s, flush=True), on_eval=ckpt, loss_shave=a.loss_shave)
-    write(hist, wall, True)
+                       log=lambda s: print(s, flush=True), on_eval=on_eval if (a.checkpoint or a.keep_best) else None,
+                       loss_shave=a.loss_shave, lr_min=a.lr_min, max_seconds=a.max_seconds)
+    done = hist[-1][0] == a.steps
+    if a.keep_best:
+        if hist[-1][1] > best["p"]:
+            best.update(p=hist[-1][1], step=hist[-1][0], state=None)
+        else:
+            model.load_state_dict(best["state"])
+        write(hist, wall, done, best["step"])
+        if not done:
+            model.training_info["lr_schedule"] += f"; stopped by --max-seconds at step {hist[-1][0]}"
+            M.save_json(model, out)
+    else:
+        write(hist, wall, done)
     print(f"wrote {out} ({os.path.getsize(out)} bytes), final val Y-PSNR {hist[-1][1]:.3f}, wall {wall:.0f}s",
           flush=True)
 
