@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::portable::LANES;
-use super::{CpuPath, Image, OutRows, RowSamples, Samples, Upscaler};
+use super::{CpuPath, Image, OutRows, RowSamples, Samples, Single};
 
 /// Output bytes one band aims at: the band's output rows stay in L2 while they are written and handed on.
 const BAND_OUT_BYTES: usize = 192 << 10;
@@ -420,7 +420,7 @@ impl Kernels {
 
 /// Everything fixed for one `upscale_streaming` call.
 pub(crate) struct Plan<'a> {
-    up: &'a Upscaler,
+    up: &'a Single,
     img: &'a Image,
     kernels: Kernels,
     w: usize,
@@ -506,7 +506,7 @@ impl BandBuf {
 }
 
 impl<'a> Plan<'a> {
-    pub(crate) fn new(up: &'a Upscaler, img: &'a Image) -> Plan<'a> {
+    pub(crate) fn new(up: &'a Single, path: CpuPath, img: &'a Image) -> Plan<'a> {
         assert!(
             super::output_dims(img.width, img.height, up.kernel.scale).is_some(),
             "output dimensions overflow u32: callers bound the input size first"
@@ -516,7 +516,7 @@ impl<'a> Plan<'a> {
         let k = up.kernel.kernel_size as usize;
         let pad = k / 2;
         let fast = up.tied;
-        let kernels = Kernels::for_path(up.path);
+        let kernels = Kernels::for_path(path);
         let e = if fast || kernels.general_expands { 1 } else { r };
         let n_conv = if fast { w } else { w * r };
         let n_out = w * r;

@@ -29,6 +29,7 @@
 use std::sync::Arc;
 
 use crate::kernel::{Kernel, IN_CHANNELS};
+use crate::model::Model;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -37,8 +38,12 @@ mod avx512;
 mod band;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+mod net;
 pub mod portable;
 pub mod reference;
+mod simd;
+
+pub use net::tanh_slice;
 
 /// Interleaved samples of an image.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,18 +192,49 @@ pub fn is_tied(kernel: &Kernel) -> bool {
     })
 }
 
-/// A kernel prepared for one CPU path. Cheap to share across threads.
+/// Why the engine cannot run a model or an image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// [`Upscaler::from_model`] was asked for a CPU path this CPU cannot run.
+    #[error("CPU path {} is not supported by this CPU (supported: {})", .0.name(), supported_names())]
+    UnsupportedPath(CpuPath),
+    /// The output image would be wider or taller than `u32::MAX` pixels.
+    #[error("output dimensions overflow: {width}x{height} upscaled {scale}x exceeds u32")]
+    OutputTooLarge { width: u32, height: u32, scale: u32 },
+}
+
+fn supported_names() -> String {
+    CpuPath::supported().iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// A model or kernel prepared for one CPU path. Cheap to share across threads.
 #[derive(Debug, Clone)]
 pub struct Upscaler {
-    kernel: Kernel,
     path: CpuPath,
-    tied: bool,
-    prep: Arc<Prepared>,
+    scale: u32,
+    core: Core,
+}
+
+#[derive(Debug, Clone)]
+enum Core {
+    /// One conv 3 -> 3r^2 and a pixel shuffle: the single-layer engine ([`band`]).
+    Single(Arc<Single>),
+    /// Any other model: the multi-layer engine ([`net`]).
+    Net(Arc<net::Net>),
+}
+
+/// The single-layer engine's kernel and its prepared weights.
+#[derive(Debug)]
+pub(crate) struct Single {
+    pub(crate) kernel: Kernel,
+    /// Whether the ICNR fast path runs.
+    pub(crate) tied: bool,
+    pub(crate) prep: Prepared,
 }
 
 /// Weights rearranged for the kernels (see the module doc).
 #[derive(Debug)]
-struct Prepared {
+pub(crate) struct Prepared {
     /// General path: `[i][tap][c][16]`, lane `l` = `weight[c*r*r + i*r + l % r][tap]`; tap = (ic*k + dy)*k + dx.
     wv: Vec<f32>,
     /// General path: `[i][c][16]`, lane `l` = `bias[c*r*r + i*r + l % r]`.
@@ -241,30 +277,68 @@ impl Prepared {
 }
 
 impl Upscaler {
+    /// The single-layer engine for `kernel`. An unsupported `opts.path` falls back to `Portable`.
     pub fn new(kernel: &Kernel, opts: Options) -> Upscaler {
         let path = if opts.path.is_supported() { opts.path } else { CpuPath::Portable };
-        let prep = Arc::new(Prepared::new(kernel));
-        Upscaler { kernel: kernel.clone(), path, tied: opts.allow_fast_path && is_tied(kernel), prep }
+        let single = Single {
+            kernel: kernel.clone(),
+            tied: opts.allow_fast_path && is_tied(kernel),
+            prep: Prepared::new(kernel),
+        };
+        Upscaler { path, scale: kernel.scale, core: Core::Single(Arc::new(single)) }
     }
+
+    /// Prepares `model` for `opts.path`. A model that is exactly one conv (3 -> 3r^2) and a pixel shuffle without
+    /// residual ([`Model::as_kernel`]) runs on the single-layer engine, bit-identical to [`Upscaler::new`] (with
+    /// its ICNR fast path when allowed); any other model on the multi-layer engine.
+    pub fn from_model(model: &Model, opts: Options) -> Result<Upscaler, EngineError> {
+        if !opts.path.is_supported() {
+            return Err(EngineError::UnsupportedPath(opts.path));
+        }
+        if let Some(kernel) = model.as_kernel() {
+            return Ok(Upscaler::new(&kernel, opts));
+        }
+        let net = net::Net::new(model, opts.path);
+        Ok(Upscaler { path: opts.path, scale: model.scale(), core: Core::Net(Arc::new(net)) })
+    }
+
     pub fn path(&self) -> CpuPath {
         self.path
     }
-    /// Whether the ICNR fast path runs.
+    /// Whether the ICNR fast path runs (single-layer engine with a tied kernel).
     pub fn uses_fast_path(&self) -> bool {
-        self.tied
+        match &self.core {
+            Core::Single(s) => s.tied,
+            Core::Net(_) => false,
+        }
     }
     pub fn scale(&self) -> u32 {
-        self.kernel.scale
+        self.scale
     }
-    /// Floating-point operations of the general conv for an input of this size (2 per multiply-add).
+    /// Floating-point operations of the network for an input of this size (2 per multiply-add, every conv; for a
+    /// single kernel, the general conv).
     pub fn flops(&self, width: u32, height: u32) -> f64 {
-        let k = self.kernel.kernel_size as f64;
-        2.0 * k * k * IN_CHANNELS as f64 * self.kernel.bias.len() as f64 * width as f64 * height as f64
+        let macs = match &self.core {
+            Core::Single(s) => {
+                let k = s.kernel.kernel_size as f64;
+                k * k * IN_CHANNELS as f64 * s.kernel.bias.len() as f64
+            }
+            Core::Net(n) => n.macs_per_pixel as f64,
+        };
+        2.0 * macs * width as f64 * height as f64
+    }
+
+    /// Upscale into a new image (channels 3 or 4, same bit depth); an error when the output dimensions overflow.
+    pub fn try_upscale(&self, img: &Image) -> Result<Image, EngineError> {
+        if output_dims(img.width, img.height, self.scale).is_none() {
+            return Err(EngineError::OutputTooLarge { width: img.width, height: img.height, scale: self.scale });
+        }
+        Ok(self.upscale(img))
     }
 
     /// Upscale into a new image (channels 3 or 4, same bit depth).
     pub fn upscale(&self, img: &Image) -> Image {
-        let (ow, oh) = output_dims(img.width, img.height, self.kernel.scale).expect("output dims overflow");
+        let (ow, oh) = output_dims(img.width, img.height, self.scale).expect("output dims overflow");
         let oc = img.out_channels();
         let n = ow as usize * oh as usize * oc as usize;
         let mut samples = match img.samples {
@@ -290,6 +364,13 @@ impl Upscaler {
     ///
     /// Panics if the output dimensions overflow u32 (see [`output_dims`]); callers bound the input size first.
     pub fn upscale_streaming<E>(&self, img: &Image, sink: impl FnMut(OutRows<'_>) -> Result<(), E>) -> Result<(), E> {
-        band::Plan::new(self, img).run(sink)
+        assert!(
+            output_dims(img.width, img.height, self.scale).is_some(),
+            "output dimensions overflow u32: callers bound the input size first"
+        );
+        match &self.core {
+            Core::Single(s) => band::Plan::new(s, self.path, img).run(sink),
+            Core::Net(n) => net::NetPlan::new(n, self.path, img).run(sink),
+        }
     }
 }

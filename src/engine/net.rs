@@ -1,0 +1,726 @@
+//! The multi-layer engine: any [`Model`] (convs with fused activations, pixel shuffle, optional nearest residual),
+//! fused band by band.
+//!
+//! # Layout
+//! - Activations are NHWC f32 (channel innermost) rows. The input row has 3 channels (gray expanded); a conv's
+//!   output row has `oc_pad` channels (`cout` rounded up to the path's vector width, the padding channels are 0).
+//! - Weights are packed `[ky][kx][ic][oc_pad]`, bias `[oc_pad]`, per path (the vector width differs).
+//! - The conv kernel ([`conv_chunk`]) is a register-blocked direct convolution: a block of `NP` output pixels x `NV`
+//!   vectors of output channels lives in `NP * NV` accumulators, initialised with the bias; per tap and input
+//!   channel it loads `NV` weight vectors and broadcasts one input value per pixel into `NV` FMAs. `NV` is the
+//!   number of output-channel vectors (up to 4, more channels run in chunks), `NP` fills the register file
+//!   (AVX-512: 28/14/9/7 pixels for 1/2/3/4 vectors, i.e. 28 accumulators). The first conv (3 input channels)
+//!   needs no special case: input values are broadcast, so the input channel count never has to fill a vector;
+//!   the sub-pixel conv (3r^2 outputs) pads to whole vectors (12 -> 16 on AVX-512). Activations (relu, tanh,
+//!   leaky_relu, prelu) are applied to the accumulators before the store.
+//! - Bands: input rows are cut into bands, bands into column tiles. For a tile, each layer keeps a ring of as many
+//!   rows as the next conv's kernel height, over the tile's columns plus that layer's halo (the sum of k/2 of the
+//!   later convs). Final rows are pulled one at a time; a layer computes a row when the next one needs it, so the
+//!   band's rows of every layer are computed once (plus the halo rows at the band's top and bottom, and the halo
+//!   columns at the tile's sides). Rows and columns outside the image are zeros (each conv's zero padding).
+//! - The last conv's row goes straight into the epilogue: pixel shuffle, nearest residual, clamp/round and alpha,
+//!   written into the band's interleaved output rows.
+//!
+//! # Memory
+//! Per worker thread, the rings of one tile: the tile width is chosen so that they take about
+//! [`TILE_BYTES`] (at least [`MIN_TILE_W`] columns), whatever the image size. Per band in flight, its output rows:
+//! about [`BAND_OUT_BYTES`] (at least one input row's worth). At most `4 * threads` bands are in flight. Nothing
+//! scales with the image height, and only the band output (one input row at least) with its width.
+//!
+//! # Determinism
+//! Every value is computed by the same sequence of operations whatever the band, tile or thread count: outputs
+//! are bit-identical across thread counts and band splits (tests check it).
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::portable::{quantize, LUT8};
+use super::simd::{self, Simd, P8};
+use super::{CpuPath, Image, OutRows, RowSamples, Samples};
+use crate::model::{Layer, Model, Residual};
+
+/// Pixels of slack after every row: a block of up to 28 pixels may read and write past the row's end.
+const SLACK_PX: usize = 32;
+/// Output bytes a band aims at.
+pub(crate) const BAND_OUT_BYTES: usize = 1 << 20;
+/// Ring bytes a column tile aims at (each core's L2 is larger).
+pub(crate) const TILE_BYTES: usize = 1 << 20;
+/// Narrowest column tile (below that the halo columns would dominate).
+pub(crate) const MIN_TILE_W: usize = 64;
+
+/// An activation fused into a conv's store.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Act {
+    Relu,
+    Tanh,
+    Leaky(f32),
+    /// Offset of this prelu's `oc_pad` slopes in [`ConvLayer::slopes`].
+    Prelu(usize),
+}
+
+/// One conv, packed for a vector width.
+#[derive(Debug)]
+pub(crate) struct ConvLayer {
+    pub k: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub oc_pad: usize,
+    /// `[ky][kx][ic][oc_pad]`.
+    pub w: Vec<f32>,
+    /// `[oc_pad]`.
+    pub b: Vec<f32>,
+    /// Applied in order to the conv's output.
+    pub acts: Vec<Act>,
+    /// Prelu slopes, `oc_pad` per prelu (a single slope repeated).
+    pub slopes: Vec<f32>,
+}
+
+/// A model prepared for one CPU path.
+#[derive(Debug)]
+pub(crate) struct Net {
+    pub scale: usize,
+    pub residual: Residual,
+    pub convs: Vec<ConvLayer>,
+    pub macs_per_pixel: u64,
+}
+
+/// Vector width of a path's kernels.
+pub(crate) fn lanes(path: CpuPath) -> usize {
+    match path {
+        CpuPath::Avx512 => 16,
+        CpuPath::Avx2Fma => 8,
+        CpuPath::Neon => 4,
+        CpuPath::Portable => 8,
+    }
+}
+
+impl Net {
+    pub(crate) fn new(model: &Model, path: CpuPath) -> Net {
+        let lanes = lanes(path);
+        let mut convs: Vec<ConvLayer> = Vec::new();
+        for layer in model.layers() {
+            match layer {
+                Layer::Conv2d(c) => {
+                    let (k, cin, cout) = (c.kernel_size(), c.in_channels(), c.out_channels());
+                    let oc_pad = cout.next_multiple_of(lanes);
+                    let wt = c.weight();
+                    let mut w = vec![0f32; k * k * cin * oc_pad];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            for ic in 0..cin {
+                                for oc in 0..cout {
+                                    w[((ky * k + kx) * cin + ic) * oc_pad + oc] = wt[[oc, ic, ky, kx]];
+                                }
+                            }
+                        }
+                    }
+                    let mut b = vec![0f32; oc_pad];
+                    for (d, s) in b.iter_mut().zip(c.bias().iter()) {
+                        *d = *s;
+                    }
+                    convs.push(ConvLayer { k, cin, cout, oc_pad, w, b, acts: Vec::new(), slopes: Vec::new() });
+                }
+                Layer::Relu => push_act(&mut convs, Act::Relu),
+                Layer::Tanh => push_act(&mut convs, Act::Tanh),
+                Layer::LeakyRelu { negative_slope } => push_act(&mut convs, Act::Leaky(*negative_slope)),
+                Layer::Prelu { weight } => {
+                    let conv = convs.last_mut().expect("a validated model starts with a conv");
+                    let off = conv.slopes.len();
+                    let mut s = vec![0f32; conv.oc_pad];
+                    for (oc, d) in s.iter_mut().enumerate().take(conv.cout) {
+                        *d = if weight.len() == 1 { weight[0] } else { weight[oc] };
+                    }
+                    conv.slopes.extend_from_slice(&s);
+                    conv.acts.push(Act::Prelu(off));
+                }
+                Layer::PixelShuffle { .. } => {}
+            }
+        }
+        Net { scale: model.scale() as usize, residual: model.residual(), convs, macs_per_pixel: model.macs_per_pixel() }
+    }
+}
+
+fn push_act(convs: &mut [ConvLayer], act: Act) {
+    convs.last_mut().expect("a validated model starts with a conv").acts.push(act);
+}
+
+/// Arguments of one conv row: `n` output pixels from `k` input rows.
+pub(crate) struct ConvArgs<'a> {
+    /// `k` input rows (NHWC, `cin_s` floats a pixel); output pixel `x` reads pixels `x .. x + k` of each.
+    pub rows: &'a [&'a [f32]],
+    /// Floats per input pixel (at least `cin`).
+    pub cin_s: usize,
+    pub n: usize,
+    pub layer: &'a ConvLayer,
+    /// NHWC, `oc_pad` floats a pixel.
+    pub out: &'a mut [f32],
+}
+
+impl ConvArgs<'_> {
+    /// Asserts every length the kernels rely on, for vectors of `lanes` and blocks of at most `np_max` pixels
+    /// (a block may read and write past `n`, up to the next multiple of its pixel count).
+    pub(crate) fn check(&self, lanes: usize, np_max: usize) {
+        let l = self.layer;
+        let n_ceil = self.n.next_multiple_of(np_max);
+        assert!(l.oc_pad.is_multiple_of(lanes) && l.oc_pad >= l.cout && l.cin <= self.cin_s && l.k <= 9);
+        assert!(self.rows.len() == l.k);
+        assert!(self.rows.iter().all(|r| r.len() >= (n_ceil + l.k - 1) * self.cin_s));
+        assert!(l.w.len() == l.k * l.k * l.cin * l.oc_pad && l.b.len() == l.oc_pad);
+        assert!(l.acts.iter().all(|a| match a {
+            Act::Prelu(o) => o + l.oc_pad <= l.slopes.len(),
+            _ => true,
+        }));
+        assert!(self.out.len() >= n_ceil * l.oc_pad);
+    }
+}
+
+/// A path's conv-row kernel.
+pub(crate) type ConvFn = fn(&mut ConvArgs<'_>);
+
+/// The one dispatch point of the model engine.
+pub(crate) fn conv_fn(path: CpuPath) -> ConvFn {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        CpuPath::Avx512 => x86::conv_avx512,
+        #[cfg(target_arch = "x86_64")]
+        CpuPath::Avx2Fma => x86::conv_avx2,
+        #[cfg(target_arch = "aarch64")]
+        CpuPath::Neon => arm::conv_neon,
+        _ => conv_portable,
+    }
+}
+
+/// Pixels per block for 1..=4 vectors of output channels, per path (`NP * NV` accumulators).
+const NP_PORTABLE: [usize; 4] = [4, 2, 1, 1];
+
+fn conv_portable(a: &mut ConvArgs<'_>) {
+    a.check(P8::W, NP_PORTABLE[0]);
+    // SAFETY: `P8` needs no CPU feature; `check` asserted every length the kernel reads and writes for 8-lane
+    // vectors and blocks of at most `NP_PORTABLE[0]` pixels, the largest block `conv_generic` is given.
+    unsafe { conv_generic::<P8, 4, 2, 1, 1>(a) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{__m256, __m512};
+
+    use super::{conv_generic, ConvArgs, Simd};
+    use crate::engine::CpuPath;
+
+    pub(super) fn conv_avx512(a: &mut ConvArgs<'_>) {
+        assert!(CpuPath::Avx512.is_supported());
+        a.check(<__m512 as Simd>::W, 28);
+        // SAFETY: the CPU supports avx512f (asserted above); `check` asserted every length the kernel reads and
+        // writes for 16-lane vectors and blocks of at most 28 pixels, the largest block `conv_k512` uses.
+        unsafe { conv_k512(a) }
+    }
+
+    pub(super) fn conv_avx2(a: &mut ConvArgs<'_>) {
+        assert!(CpuPath::Avx2Fma.is_supported());
+        a.check(<__m256 as Simd>::W, 12);
+        // SAFETY: the CPU supports avx2 and fma (asserted above); `check` asserted every length for 8-lane vectors
+        // and blocks of at most 12 pixels, the largest block `conv_k256` uses.
+        unsafe { conv_k256(a) }
+    }
+
+    /// # Safety
+    /// The CPU supports avx512f; `a.check(16, 28)` holds.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn conv_k512(a: &mut ConvArgs<'_>) {
+        // 32 zmm registers: 28 accumulators, the weight vectors, broadcasts folded into the FMAs.
+        conv_generic::<__m512, 28, 14, 9, 7>(a)
+    }
+
+    /// # Safety
+    /// The CPU supports avx2 and fma; `a.check(8, 12)` holds.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn conv_k256(a: &mut ConvArgs<'_>) {
+        // 16 ymm registers: 12 accumulators, a broadcast, weights as FMA memory operands.
+        conv_generic::<__m256, 12, 6, 4, 3>(a)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::float32x4_t;
+
+    use super::{conv_generic, ConvArgs, Simd};
+    use crate::engine::CpuPath;
+
+    pub(super) fn conv_neon(a: &mut ConvArgs<'_>) {
+        assert!(CpuPath::Neon.is_supported());
+        a.check(<float32x4_t as Simd>::W, 24);
+        // SAFETY: the CPU supports neon (asserted above); `check` asserted every length for 4-lane vectors and
+        // blocks of at most 24 pixels, the largest block `conv_k128` uses.
+        unsafe { conv_k128(a) }
+    }
+
+    /// # Safety
+    /// The CPU supports neon; `a.check(4, 24)` holds.
+    #[target_feature(enable = "neon")]
+    unsafe fn conv_k128(a: &mut ConvArgs<'_>) {
+        // 32 q registers: 24 accumulators, weights and a broadcast.
+        conv_generic::<float32x4_t, 24, 12, 8, 6>(a)
+    }
+}
+
+/// One conv row: output channels in chunks of at most 4 vectors (as even as possible), each chunk over the whole
+/// row. `N1..N4`: block pixels for chunks of 1..4 vectors.
+///
+/// # Safety
+/// `V`'s CPU features are present; `a.check(V::W, N1)` holds and `N1 >= N2 >= N3 >= N4`.
+#[inline(always)]
+unsafe fn conv_generic<V: Simd, const N1: usize, const N2: usize, const N3: usize, const N4: usize>(
+    a: &mut ConvArgs<'_>,
+) {
+    let nv_tot = a.layer.oc_pad / V::W;
+    let chunks = nv_tot.div_ceil(4);
+    let mut v0 = 0;
+    for c in 0..chunks {
+        let nv = (nv_tot - v0).div_ceil(chunks - c);
+        match nv {
+            1 => conv_chunk::<V, 1, N1>(a, v0),
+            2 => conv_chunk::<V, 2, N2>(a, v0),
+            3 => conv_chunk::<V, 3, N3>(a, v0),
+            _ => conv_chunk::<V, 4, N4>(a, v0),
+        }
+        v0 += nv;
+    }
+}
+
+/// Output-channel vectors `v0 .. v0 + NV` of a conv row, blocks of `NP` pixels (see the module doc).
+///
+/// # Safety
+/// As [`conv_generic`], with `NP` at most the block size `check` was given and `v0 + NV <= oc_pad / W`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize>(a: &mut ConvArgs<'_>, v0: usize) {
+    let l = a.layer;
+    let (k, cin, cs, ocp) = (l.k, l.cin, a.cin_s, l.oc_pad);
+    let mut rows = [std::ptr::null::<f32>(); 9];
+    for (d, s) in rows.iter_mut().zip(a.rows) {
+        *d = s.as_ptr();
+    }
+    let w = l.w.as_ptr().add(v0 * V::W);
+    let b = l.b.as_ptr().add(v0 * V::W);
+    let slopes = l.slopes.as_ptr().add(v0 * V::W);
+    let out = a.out.as_mut_ptr().add(v0 * V::W);
+    let zero = V::splat(0.0);
+    let mut x = 0;
+    while x < a.n {
+        let mut acc = [[zero; NV]; NP];
+        for v in 0..NV {
+            let bv = V::load(b.add(v * V::W));
+            for p in 0..NP {
+                acc[p][v] = bv;
+            }
+        }
+        for ky in 0..k {
+            let xr = rows[ky].add(x * cs);
+            let wr = w.add(ky * k * cin * ocp);
+            for kx in 0..k {
+                let xp = xr.add(kx * cs);
+                let wp = wr.add(kx * cin * ocp);
+                for ic in 0..cin {
+                    let mut wv = [zero; NV];
+                    for v in 0..NV {
+                        wv[v] = V::load(wp.add(ic * ocp + v * V::W));
+                    }
+                    for p in 0..NP {
+                        let bx = V::splat(*xp.add(p * cs + ic));
+                        for v in 0..NV {
+                            acc[p][v] = V::fma(wv[v], bx, acc[p][v]);
+                        }
+                    }
+                }
+            }
+        }
+        for p in 0..NP {
+            for v in 0..NV {
+                let mut y = acc[p][v];
+                for act in &l.acts {
+                    y = apply::<V>(*act, y, slopes.add(v * V::W));
+                }
+                V::store(y, out.add((x + p) * ocp + v * V::W));
+            }
+        }
+        x += NP;
+    }
+}
+
+/// One fused activation on one vector; `slopes` points at the vector's channels in [`ConvLayer::slopes`].
+///
+/// # Safety
+/// `V`'s CPU features are present; for prelu, `slopes + o` is valid for `W` reads.
+#[inline(always)]
+unsafe fn apply<V: Simd>(act: Act, y: V, slopes: *const f32) -> V {
+    let zero = V::splat(0.0);
+    match act {
+        Act::Relu => V::max(y, zero),
+        Act::Tanh => simd::tanh(y),
+        // `s * min(y, 0) + max(y, 0)` is exactly `y > 0 ? y : s * y` (one rounding, of the product).
+        Act::Leaky(s) => V::fma(V::splat(s), V::min(y, zero), V::max(y, zero)),
+        Act::Prelu(o) => V::fma(V::load(slopes.add(o)), V::min(y, zero), V::max(y, zero)),
+    }
+}
+
+/// `tanh` of every value with the kernels of `path` (for tests of the approximation).
+pub fn tanh_slice(path: CpuPath, xs: &mut [f32]) {
+    let layer = ConvLayer {
+        k: 1,
+        cin: 1,
+        cout: 1,
+        oc_pad: lanes(path),
+        w: {
+            let mut w = vec![0f32; lanes(path)];
+            w[0] = 1.0;
+            w
+        },
+        b: vec![0f32; lanes(path)],
+        acts: vec![Act::Tanh],
+        slopes: Vec::new(),
+    };
+    let conv = conv_fn(path);
+    let n = xs.len();
+    let mut input = vec![0f32; n + SLACK_PX];
+    input[..n].copy_from_slice(xs);
+    let mut out = vec![0f32; (n + SLACK_PX) * layer.oc_pad];
+    let rows = [&input[..]];
+    conv(&mut ConvArgs { rows: &rows, cin_s: 1, n, layer: &layer, out: &mut out });
+    for (i, x) in xs.iter_mut().enumerate() {
+        *x = out[i * layer.oc_pad];
+    }
+}
+
+/// Output rows of one band.
+#[derive(Default)]
+struct BandOut {
+    out8: Vec<u8>,
+    out16: Vec<u16>,
+    first_row: u32,
+    rows: u32,
+}
+
+thread_local! {
+    /// Band outputs kept by the calling thread between calls (the service and benchmarks call repeatedly).
+    static OUTS: RefCell<Vec<BandOut>> = const { RefCell::new(Vec::new()) };
+    /// Ring scratch of the worker thread.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Everything fixed for one call.
+pub(crate) struct NetPlan<'a> {
+    net: &'a Net,
+    img: &'a Image,
+    conv: ConvFn,
+    w: usize,
+    h: usize,
+    r: usize,
+    ic: usize,
+    nc: usize,
+    maxv: f32,
+    band_h: usize,
+    tile_w: usize,
+    n_tiles: usize,
+    /// `e[l]`: halo of layer `l`'s rows (0 = input, `l` = conv `l`): the sum of k/2 of the convs after it.
+    e: Vec<usize>,
+    /// Floats per pixel of layer `l`'s rows: 3 for the input, `oc_pad` for a conv.
+    cs: Vec<usize>,
+    /// Rows in layer `l`'s ring (the next conv's k); 1 for the last conv.
+    ring_rows: Vec<usize>,
+    /// Floats per ring row of layer `l` (tile width + 2 halo + slack, times `cs`).
+    row_len: Vec<usize>,
+    /// Offset of layer `l`'s ring in the scratch.
+    ring_off: Vec<usize>,
+    scratch_len: usize,
+}
+
+impl<'a> NetPlan<'a> {
+    pub(crate) fn new(net: &'a Net, path: CpuPath, img: &'a Image) -> NetPlan<'a> {
+        let (w, h) = (img.width as usize, img.height as usize);
+        let r = net.scale;
+        let nl = net.convs.len();
+        let mut e = vec![0usize; nl + 1];
+        for l in (0..nl).rev() {
+            e[l] = e[l + 1] + net.convs[l].k / 2;
+        }
+        let mut cs = vec![3usize];
+        cs.extend(net.convs.iter().map(|c| c.oc_pad));
+        let mut ring_rows: Vec<usize> = net.convs.iter().map(|c| c.k).collect();
+        ring_rows.push(1);
+        // Floats per tile column, and fixed floats (halo and slack columns), over all rings.
+        let per_col: usize = (0..=nl).map(|l| ring_rows[l] * cs[l]).sum();
+        let fixed: usize = (0..=nl).map(|l| ring_rows[l] * cs[l] * (2 * e[l] + SLACK_PX)).sum();
+        let budget = (TILE_BYTES / 4).saturating_sub(fixed) / per_col;
+        let max_w = budget.max(MIN_TILE_W);
+        let n_tiles = w.div_ceil(max_w).max(1);
+        let tile_w = w.div_ceil(n_tiles).max(1);
+        let row_len: Vec<usize> = (0..=nl).map(|l| (tile_w + 2 * e[l] + SLACK_PX) * cs[l]).collect();
+        let mut ring_off = Vec::with_capacity(nl + 1);
+        let mut off = 0;
+        for l in 0..=nl {
+            ring_off.push(off);
+            off += ring_rows[l] * row_len[l];
+        }
+        let nc = img.out_channels() as usize;
+        let bytes = if img.bit_depth() == 8 { 1 } else { 2 };
+        let per_in_row = (r * w * r * nc * bytes).max(1);
+        let by_mem = (BAND_OUT_BYTES / per_in_row).max(1);
+        // Enough bands for the threads (4 each), but not so short that halo rows dominate.
+        let by_par = h.div_ceil(4 * rayon::current_num_threads()).max(8 + 2 * e[0]);
+        let band_h = by_mem.min(by_par).clamp(1, h.max(1));
+        NetPlan {
+            net,
+            img,
+            conv: conv_fn(path),
+            w,
+            h,
+            r,
+            ic: img.channels as usize,
+            nc,
+            maxv: if bytes == 1 { 255.0 } else { 65535.0 },
+            band_h,
+            tile_w,
+            n_tiles,
+            e,
+            cs,
+            ring_rows,
+            row_len,
+            ring_off,
+            scratch_len: off,
+        }
+    }
+
+    /// Computes every band, a group at a time in parallel, handing each band's rows to `sink` in order.
+    pub(crate) fn run<E>(&self, mut sink: impl FnMut(OutRows<'_>) -> Result<(), E>) -> Result<(), E> {
+        if self.w == 0 || self.h == 0 {
+            return Ok(());
+        }
+        let n_bands = self.h.div_ceil(self.band_h);
+        let group = (4 * rayon::current_num_threads()).clamp(1, n_bands);
+        let mut outs = OUTS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        outs.resize_with(group, BandOut::default);
+        let res = self.run_groups(n_bands, group, &mut outs, &mut sink);
+        OUTS.with(|c| *c.borrow_mut() = outs);
+        res
+    }
+
+    fn run_groups<E>(
+        &self,
+        n_bands: usize,
+        group: usize,
+        outs: &mut [BandOut],
+        sink: &mut impl FnMut(OutRows<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let row = self.w * self.r * self.nc;
+        for g0 in (0..n_bands).step_by(group) {
+            let n = group.min(n_bands - g0);
+            outs[..n].par_iter_mut().enumerate().for_each(|(j, out)| {
+                SCRATCH.with(|s| {
+                    let mut s = s.borrow_mut();
+                    if s.len() < self.scratch_len {
+                        s.resize(self.scratch_len, 0.0);
+                    }
+                    self.run_band(g0 + j, out, &mut s[..self.scratch_len]);
+                })
+            });
+            for out in &outs[..n] {
+                let len = out.rows as usize * row;
+                let samples = match self.img.samples {
+                    Samples::U8(_) => RowSamples::U8(&out.out8[..len]),
+                    Samples::U16(_) => RowSamples::U16(&out.out16[..len]),
+                };
+                sink(OutRows {
+                    first_row: out.first_row,
+                    rows: out.rows,
+                    width: (self.w * self.r) as u32,
+                    channels: self.nc as u8,
+                    samples,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_band(&self, band: usize, out: &mut BandOut, scratch: &mut [f32]) {
+        let y0 = band * self.band_h;
+        let y1 = (y0 + self.band_h).min(self.h);
+        let len = (y1 - y0) * self.r * self.w * self.r * self.nc;
+        match self.img.samples {
+            Samples::U8(_) => out.out8.resize(len, 0),
+            Samples::U16(_) => out.out16.resize(len, 0),
+        }
+        out.first_row = (y0 * self.r) as u32;
+        out.rows = ((y1 - y0) * self.r) as u32;
+        let nl = self.net.convs.len();
+        for t in 0..self.n_tiles {
+            let tx0 = t * self.tile_w;
+            let tx1 = (tx0 + self.tile_w).min(self.w);
+            if tx0 >= tx1 {
+                break;
+            }
+            let mut tile =
+                Tile { tx0, tw: tx1 - tx0, y0, next: (0..=nl).map(|l| y0 as isize - self.e[l] as isize).collect() };
+            for y in y0..y1 {
+                self.pull(&mut tile, scratch, nl, y as isize, out);
+            }
+        }
+    }
+
+    /// Columns of layer `l`'s rows in a tile of width `tw`.
+    fn cols(&self, l: usize, tw: usize) -> usize {
+        tw + 2 * self.e[l]
+    }
+
+    /// The ring slot of layer `l`'s row `row`, as an offset into the scratch.
+    fn slot(&self, l: usize, row: isize) -> usize {
+        self.ring_off[l] + row.rem_euclid(self.ring_rows[l] as isize) as usize * self.row_len[l]
+    }
+
+    /// Computes layer `l`'s rows up to `upto` (in order), pulling the rows they need from the layers before.
+    fn pull(&self, t: &mut Tile, scratch: &mut [f32], l: usize, upto: isize, out: &mut BandOut) {
+        while t.next[l] <= upto {
+            let row = t.next[l];
+            t.next[l] += 1;
+            let cols = self.cols(l, t.tw);
+            let at = self.slot(l, row);
+            if l == 0 {
+                self.load_row(t, row, &mut scratch[at..at + cols * 3]);
+                continue;
+            }
+            let last = l == self.net.convs.len();
+            if row < 0 || row >= self.h as isize {
+                debug_assert!(!last, "final rows are inside the image");
+                scratch[at..at + cols * self.cs[l]].fill(0.0);
+                continue;
+            }
+            let layer = &self.net.convs[l - 1];
+            let p = (layer.k / 2) as isize;
+            self.pull(t, scratch, l - 1, row + p, out);
+            let (lo, hi) = scratch.split_at_mut(self.ring_off[l]);
+            let mut rows: [&[f32]; 9] = [&[]; 9];
+            for (dy, d) in rows.iter_mut().enumerate().take(layer.k) {
+                let s = self.slot(l - 1, row + dy as isize - p);
+                *d = &lo[s..s + self.row_len[l - 1]];
+            }
+            let o = at - self.ring_off[l];
+            let dst = &mut hi[o..o + self.row_len[l]];
+            (self.conv)(&mut ConvArgs { rows: &rows[..layer.k], cin_s: self.cs[l - 1], n: cols, layer, out: dst });
+            if last {
+                self.epilogue(t, row as usize, dst, layer.oc_pad, out);
+            } else {
+                // Columns outside the image are the next conv's zero padding.
+                let gx0 = t.tx0 as isize - self.e[l] as isize;
+                let cs = self.cs[l];
+                let left = (-gx0).clamp(0, cols as isize) as usize;
+                let right = (self.w as isize - gx0).clamp(0, cols as isize) as usize;
+                dst[..left * cs].fill(0.0);
+                dst[right * cs..cols * cs].fill(0.0);
+            }
+        }
+    }
+
+    /// Input row `row` over the tile's columns with halo: `v / 255` (or `/ 65535`), gray expanded, zeros outside.
+    fn load_row(&self, t: &Tile, row: isize, dst: &mut [f32]) {
+        dst.fill(0.0);
+        if row < 0 || row >= self.h as isize {
+            return;
+        }
+        let y = row as usize;
+        let gx0 = t.tx0 as isize - self.e[0] as isize;
+        let x0 = gx0.max(0) as usize;
+        let x1 = ((t.tx0 + t.tw + self.e[0]).min(self.w)).max(x0);
+        let d0 = (x0 as isize - gx0) as usize;
+        let ic = self.ic;
+        let src = y * self.w * ic;
+        let dst = &mut dst[d0 * 3..(d0 + x1 - x0) * 3];
+        match &self.img.samples {
+            Samples::U8(s) => load_px(&s[src + x0 * ic..src + x1 * ic], ic, dst, |v| LUT8[v as usize]),
+            Samples::U16(s) => load_px(&s[src + x0 * ic..src + x1 * ic], ic, dst, |v| v as f32 / 65535.0),
+        }
+    }
+
+    /// Pixel shuffle + residual + clamp/round + alpha of final row `y` (`fin`: the last conv's row, NHWC).
+    fn epilogue(&self, t: &Tile, y: usize, fin: &[f32], ocp: usize, out: &mut BandOut) {
+        let ly = y - t.y0;
+        let row = self.w * self.r * self.nc;
+        let base = ly * self.r * row;
+        match &self.img.samples {
+            Samples::U8(s) => {
+                let dst = &mut out.out8[base..base + self.r * row];
+                self.shuffle(t, y, fin, ocp, dst, |v| LUT8[v as usize], |q| q as u8, |a| a, s)
+            }
+            Samples::U16(s) => {
+                let dst = &mut out.out16[base..base + self.r * row];
+                self.shuffle(t, y, fin, ocp, dst, |v| v as f32 / 65535.0, |q| q, |a| a, s)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn shuffle<T: Copy, S: Copy>(
+        &self,
+        t: &Tile,
+        y: usize,
+        fin: &[f32],
+        ocp: usize,
+        dst: &mut [T],
+        cv: impl Fn(S) -> f32,
+        q: impl Fn(u16) -> T,
+        alpha: impl Fn(S) -> T,
+        src: &[S],
+    ) {
+        let (r, nc, ic, maxv) = (self.r, self.nc, self.ic, self.maxv);
+        let rr = r * r;
+        let row = self.w * r * nc;
+        let residual = self.net.residual == Residual::Nearest;
+        for j in 0..t.tw {
+            let gx = t.tx0 + j;
+            let px = &src[(y * self.w + gx) * ic..(y * self.w + gx + 1) * ic];
+            let res = if !residual {
+                [0.0; 3]
+            } else if ic <= 2 {
+                [cv(px[0]); 3]
+            } else {
+                [cv(px[0]), cv(px[1]), cv(px[2])]
+            };
+            let f = &fin[j * ocp..j * ocp + 3 * rr];
+            for i in 0..r {
+                let d = &mut dst[i * row + gx * r * nc..i * row + (gx + 1) * r * nc];
+                for (jj, o) in d.chunks_exact_mut(nc).enumerate() {
+                    for c in 0..3 {
+                        let v = f[c * rr + i * r + jj];
+                        let v = if residual { v + res[c] } else { v };
+                        o[c] = q(quantize(v, maxv));
+                    }
+                    if nc == 4 {
+                        o[3] = alpha(px[ic - 1]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn load_px<S: Copy>(src: &[S], ic: usize, dst: &mut [f32], cv: impl Fn(S) -> f32) {
+    if ic <= 2 {
+        for (d, px) in dst.chunks_exact_mut(3).zip(src.chunks_exact(ic)) {
+            let v = cv(px[0]);
+            d.copy_from_slice(&[v, v, v]);
+        }
+    } else {
+        for (d, px) in dst.chunks_exact_mut(3).zip(src.chunks_exact(ic)) {
+            d.copy_from_slice(&[cv(px[0]), cv(px[1]), cv(px[2])]);
+        }
+    }
+}
+
+/// Per-tile progress: the next row each layer computes.
+struct Tile {
+    tx0: usize,
+    tw: usize,
+    y0: usize,
+    next: Vec<isize>,
+}
