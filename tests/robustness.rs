@@ -1,4 +1,4 @@
-//! Overload and faults against the live service (issue 5, "Load, overload, faults"), bounded and loopback only.
+//! Overload and faults against the live service, bounded and loopback only.
 //!
 //! Determinism without timing: a request that sends `Expect: 100-continue` gets `100 Continue` only once the
 //! service has admitted it (taken a place in the job pool) and starts reading its body. Holding such requests
@@ -79,10 +79,11 @@ async fn admitted(addr: SocketAddr) -> usize {
     gauge("icnr_upscale_jobs_queued") + gauge("icnr_upscale_jobs_running")
 }
 
-/// Waits (bounded: 10 s, polling) until the service counts exactly `n` admitted requests.
+/// Waits (polling; the bound of about 60 s is a liveness check, not a timing one) until the service counts exactly
+/// `n` admitted requests.
 async fn wait_admitted(addr: SocketAddr, n: usize, why: &str) {
     let mut last = usize::MAX;
-    for _ in 0..500 {
+    for _ in 0..3000 {
         last = admitted(addr).await;
         if last == n {
             return;
@@ -341,7 +342,14 @@ async fn slow_client_gets_504_and_frees_its_place() {
     assert_eq!(a.status, 504, "slow client: {}", hostile::lossy(&a.body));
     check_problem(504, a.header("content-type"), &a.body).expect("504 problem+json");
     trickle.abort();
-    assert_eq!(upscale_status(&c, &server, small_png()).await, 200, "the slow client's place was not freed");
+    wait_admitted(server.addr, 0, "the slow client's place freed").await;
+    // The place is free: the next request is admitted. It has the same 1 s budget, so on a slow or busy machine it
+    // may itself time out (504); a 503 would mean the place was never freed.
+    let status = upscale_status(&c, &server, small_png()).await;
+    assert!(status == 200 || status == 504, "the next request after the slow client: {status}");
+    if status == 504 {
+        eprintln!("note: the machine was too slow for the 1 s budget of the next request (504), but it was admitted");
+    }
     server.shutdown().await.expect("clean shutdown");
 }
 
@@ -534,10 +542,12 @@ async fn raw_status(addr: SocketAddr, bytes: &[u8]) -> u16 {
     String::from_utf8_lossy(&buf).get(9..12).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// Malformed and oversized request heads (garbage, a 1 MB URI, 10,000 query parameters, a 1 MB header, 10,000
-/// headers, a bad Content-Length, both Content-Length and chunked) get a 4xx or a closed connection, never a 5xx
-/// or a hang; 256 connections that never finish their head (slowloris) do not stop `/healthz` or an upscale on a
-/// new connection.
+/// Malformed and oversized request heads each get their own 4xx (hyper answers those it cannot parse, with an empty
+/// body; the app answers the rest with problem+json): garbage, a bad request line, HTTP/9.9, a bad or doubled
+/// Content-Length and a bad chunk size 400; a 1 MB URI, a 1 MB header and 10,000 headers 431; 10,000 query
+/// parameters (a 69 KB URI) 414; Content-Length with chunked is read as chunked (an empty body: 415). Never a 5xx or
+/// a hang; 256 connections that never finish their head (slowloris) do not stop `/healthz` or an upscale on a new
+/// connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_heads_and_half_open_connections_do_not_hurt() {
     let server = TestServer::start(args(1, 2)).await;
@@ -554,36 +564,39 @@ async fn malformed_heads_and_half_open_connections_do_not_hurt() {
         "GET /healthz HTTP/1.1\r\nhost: t\r\n{}connection: close\r\n\r\n",
         (0..10_000).map(|i| format!("x-h{i}: 1\r\n")).collect::<String>()
     );
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec()),
-        ("bad request line", b"GET\r\n\r\n".to_vec()),
-        ("HTTP/9", b"GET /healthz HTTP/9.9\r\nhost: t\r\n\r\n".to_vec()),
-        ("1 MB URI", long_query.into_bytes()),
-        ("10,000 query parameters", many_params.into_bytes()),
-        ("1 MB header", big_header.into_bytes()),
-        ("10,000 headers", many_headers.into_bytes()),
+    let cases: Vec<(&str, u16, Vec<u8>)> = vec![
+        ("garbage", 400, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec()),
+        ("bad request line", 400, b"GET\r\n\r\n".to_vec()),
+        ("HTTP/9", 400, b"GET /healthz HTTP/9.9\r\nhost: t\r\n\r\n".to_vec()),
+        ("1 MB URI", 431, long_query.into_bytes()),
+        ("10,000 query parameters", 414, many_params.into_bytes()),
+        ("1 MB header", 431, big_header.into_bytes()),
+        ("10,000 headers", 431, many_headers.into_bytes()),
         (
             "bad content-length",
+            400,
             b"POST /upscale HTTP/1.1\r\nhost: t\r\ncontent-type: image/png\r\ncontent-length: -5\r\n\r\n".to_vec(),
         ),
         (
             "two content-lengths",
+            400,
             b"POST /upscale HTTP/1.1\r\nhost: t\r\ncontent-type: image/png\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nabcdef"
                 .to_vec(),
         ),
         (
             "content-length and chunked",
+            415,
             b"POST /upscale HTTP/1.1\r\nhost: t\r\ncontent-type: image/png\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
                 .to_vec(),
         ),
-        ("bad chunk size", b"POST /upscale HTTP/1.1\r\nhost: t\r\ncontent-type: image/png\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_vec()),
+        ("bad chunk size", 400, b"POST /upscale HTTP/1.1\r\nhost: t\r\ncontent-type: image/png\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_vec()),
     ];
     let mut failures = Vec::new();
-    for (name, bytes) in cases {
+    for (name, want, bytes) in cases {
         let status = raw_status(server.addr, &bytes).await;
         eprintln!("{name}: {status}");
-        if status != 0 && !(400..500).contains(&status) {
-            failures.push(format!("{name}: status {status}"));
+        if status != want {
+            failures.push(format!("{name}: status {status}, expected {want}"));
         }
     }
     // Slowloris: 256 connections with half a request head each, held open.
@@ -614,20 +627,33 @@ async fn metric(addr: SocketAddr, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A client that goes away while its job waits in the queue: the job never runs. With one slot busy on a long job
-/// (1024x1024 at scale 4), a second request is queued behind it and its client disconnects; the service counts a
-/// queued cancellation, frees the place, and the pixels it reports produced are the long job's alone.
+/// A solid 4096 x 4096 PNG (small to send) for a job far longer than any test: at `?scale=8&kernel_size=9&init=default`
+/// its output is 32768 x 32768, about 1.5 TFLOP of untied convolution. Tests hold a job slot with it and end it by
+/// going away, which cancels it; none waits for it to finish, so none depends on the machine's speed.
+fn endless_job_png() -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(4096, 4096, image::Rgb([90, 120, 200]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).expect("encode PNG");
+    out.into_inner()
+}
+const ENDLESS_JOB_QUERY: &str = "?scale=8&kernel_size=9&init=default";
+
+/// A client that goes away while its job waits in the queue: the job never runs. With the one slot busy on a job
+/// that outlasts the test, a second request is queued behind it and its client disconnects; the service counts a
+/// queued cancellation and frees the place. Then the long job's client leaves too: a running cancellation, and no
+/// output pixels were produced by either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_whose_client_left_never_runs() {
-    let server = TestServer::start(args(1, 2)).await;
+    let server = TestServer::start(ServeArgs { max_output_pixels: 1 << 31, ..args(1, 2) }).await;
     let addr = server.addr;
-    let long = start_upload(addr, "?scale=4", &noise_png(1024, 1024)).await;
-    let long = tokio::spawn(long.finish());
-    for _ in 0..500 {
+    let mut long = start_upload(addr, ENDLESS_JOB_QUERY, &endless_job_png()).await;
+    let rest = std::mem::take(&mut long.rest);
+    long.stream.write_all(&rest).await.expect("the rest of the long job's body");
+    for _ in 0..3000 {
         if metric(addr, "icnr_upscale_jobs_running").await == 1.0 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(metric(addr, "icnr_upscale_jobs_running").await, 1.0, "the long job is not running");
     let mut queued = start_upload(addr, "", &small_png()).await;
@@ -637,18 +663,30 @@ async fn a_queued_job_whose_client_left_never_runs() {
     assert_eq!(metric(addr, "icnr_upscale_jobs_queued").await, 1.0, "the second request is not queued");
     drop(queued);
     let mut cancelled = 0.0;
-    for _ in 0..500 {
+    for _ in 0..3000 {
         cancelled = metric(addr, "icnr_upscale_jobs_cancelled_total{stage=\"queued\"}").await;
         if cancelled == 1.0 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(cancelled, 1.0, "no queued cancellation counted");
-    let a = tokio::time::timeout(BOUND, long).await.expect("the long job in time").expect("task");
-    assert_eq!(a.status, 200, "the long job: {}", hostile::lossy(&a.body));
+    assert_eq!(metric(addr, "icnr_upscale_jobs_running").await, 1.0, "the long job still runs");
+    drop(long);
     wait_admitted(addr, 0, "everything done").await;
-    assert_eq!(metric(addr, "icnr_upscale_output_pixels_total").await, 4096.0 * 4096.0, "only the long job ran");
-    assert_eq!(metric(addr, "icnr_upscale_jobs_cancelled_total{stage=\"running\"}").await, 0.0);
+    let mut running_cancelled = 0.0;
+    for _ in 0..3000 {
+        running_cancelled = metric(addr, "icnr_upscale_jobs_cancelled_total{stage=\"running\"}").await;
+        if running_cancelled == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(running_cancelled, 1.0, "the long job was not cancelled when its client left");
+    assert_eq!(
+        metric(addr, "icnr_upscale_output_pixels_total").await,
+        0.0,
+        "a cancelled or dropped job produced output"
+    );
     server.shutdown().await.expect("clean shutdown");
 }

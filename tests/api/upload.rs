@@ -26,7 +26,8 @@ fn library_png(input: &[u8], params: &KernelParams, compression: Compression) ->
 async fn raw_png_upload_gives_the_library_output() {
     let app = spawn_app().await;
     let input = png(&rgb8(37, 23));
-    let res = app.post_raw("", "image/png", input.clone()).await;
+    // The generated kernel (the library call below); without init parameters the default trained model runs.
+    let res = app.post_raw("?init=icnr", "image/png", input.clone()).await;
     assert_eq!(res.status(), 200);
     let headers = res.headers().clone();
     assert_eq!(headers["content-type"], "image/png");
@@ -123,7 +124,7 @@ async fn bit_depth_alpha_and_icc_are_kept() {
     ];
     for (name, img, want) in cases {
         let input = png(&img);
-        let res = app.post_raw("", "image/png", input.clone()).await;
+        let res = app.post_raw("?init=icnr", "image/png", input.clone()).await;
         assert_eq!(res.status(), 200, "{name}");
         let body = res.bytes().await.unwrap().to_vec();
         let out = decode_png(&body);
@@ -140,8 +141,10 @@ async fn bit_depth_alpha_and_icc_are_kept() {
         assert_eq!(p[3], src.get_pixel(x / 2, y / 2)[3], "alpha at {x},{y}");
     }
 
-    // The ICC profile goes through unchanged (any bytes are a profile as far as PNG is concerned).
-    let icc: Vec<u8> = (0..600u32).map(|i| (i * 7 % 251) as u8).collect();
+    // The ICC profile goes through unchanged. Only its header's colour space matters to the service (the output is
+    // RGB, so only an `RGB ` profile may be written into it); the other bytes are filler.
+    let mut icc: Vec<u8> = (0..600u32).map(|i| (i * 7 % 251) as u8).collect();
+    icc[16..20].copy_from_slice(b"RGB ");
     let res = app.post_raw("", "image/png", png_with_icc(&rgb8(8, 8), &icc)).await;
     assert_eq!(res.status(), 200);
     assert_eq!(png_icc(&res.bytes().await.unwrap()), Some(icc));
@@ -181,5 +184,51 @@ async fn healthz_is_ok() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/json");
     assert_eq!(res.text().await.unwrap(), r#"{"status":"ok"}"#);
+    app.shutdown().await.unwrap();
+}
+
+/// Concurrent requests each get their own pixels, not only a 200: twelve requests in flight at once (three job slots,
+/// the rest queued), each with its own image (size, RGB/RGBA, 8/16-bit), scale, init and seed, are each answered
+/// with exactly the library's PNG for that request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_get_their_own_pixels() {
+    use icnr_upscale::kernel::{Init, Initializer};
+    let app = spawn_app_with(icnr_upscale::server::ServeArgs { max_concurrent_jobs: 3, ..args() }).await;
+    let mut tasks = Vec::new();
+    for i in 0..12u32 {
+        let img = match i % 3 {
+            0 => rgb8(17 + i, 11 + 2 * i),
+            1 => rgba8(23 + 2 * i, 9 + i),
+            _ => rgba16(13 + i, 19 + i),
+        };
+        let init = [Init::Icnr, Init::Default, Init::Plain][(i / 3 % 3) as usize];
+        let params = KernelParams {
+            scale: 2 + i % 4,
+            kernel_size: 1 + 2 * (i % 3),
+            init,
+            initializer: Initializer::KaimingNormal,
+            seed: 100 + i as u64,
+        };
+        let query = format!(
+            "?scale={}&kernel_size={}&init={}&seed={}",
+            params.scale,
+            params.kernel_size,
+            init.name(),
+            params.seed
+        );
+        let input = png(&img);
+        let (client, url) = (app.client.clone(), app.url(&format!("/upscale{query}")));
+        tasks.push(tokio::spawn(async move {
+            let res =
+                client.post(url).header("content-type", "image/png").body(input.clone()).send().await.expect("POST");
+            let status = res.status().as_u16();
+            (i, query, input, params, status, res.bytes().await.expect("body").to_vec())
+        }));
+    }
+    for t in tasks {
+        let (i, query, input, params, status, body) = t.await.expect("task");
+        assert_eq!(status, 200, "request {i} {query}: {}", String::from_utf8_lossy(&body));
+        assert!(body == library_png(&input, &params, Compression::Fast).0, "request {i} {query}: not its own pixels");
+    }
     app.shutdown().await.unwrap();
 }
