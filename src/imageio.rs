@@ -289,7 +289,7 @@ pub fn upscale_to_png<W: Write>(
     let mut info = png::Info::with_size(width, height);
     info.color_type = if channels == 4 { png::ColorType::Rgba } else { png::ColorType::Rgb };
     info.bit_depth = if bit_depth == 16 { png::BitDepth::Sixteen } else { png::BitDepth::Eight };
-    info.icc_profile = icc.filter(|p| !p.is_empty()).map(Cow::Borrowed);
+    info.icc_profile = icc.filter(|p| is_rgb_profile(p)).map(Cow::Borrowed);
     let mut encoder = png::Encoder::with_info(out, info).map_err(png_error)?;
     let (level, filter) = png_settings(compression);
     encoder.set_compression(level);
@@ -350,6 +350,12 @@ impl RowUpscaler for Upscaler {
     ) -> Result<(), ImageError> {
         self.upscale_streaming(img, sink)
     }
+}
+
+/// Whether an ICC profile describes RGB data (header bytes 16..20, the data colour space, are `RGB `). The output
+/// is always RGB(A): a GRAY or CMYK profile would mislabel its pixels, so such a profile is dropped.
+pub fn is_rgb_profile(icc: &[u8]) -> bool {
+    icc.get(16..20) == Some(b"RGB ")
 }
 
 /// Deflate level and row filter for each [`Compression`].

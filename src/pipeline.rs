@@ -36,8 +36,16 @@ pub const INIT_MODEL: &str = "init";
 /// The name `X-Model` reports for an uploaded kernel file.
 pub const CUSTOM_KERNEL_NAME: &str = "custom-kernel";
 
-/// The built-in trained models: `(file name, default for its scale, JSON)`.
-const BUILTIN: &[(&str, bool, &str)] = &[];
+/// The built-in trained models, embedded from `models/` (made by `scripts/train.py`; MODELS.md has their shapes,
+/// training and quality): `(file name, default for its scale, JSON)`.
+const BUILTIN: &[(&str, bool, &str)] = &[
+    ("espcn-x2.json", true, include_str!("../models/espcn-x2.json")),
+    ("espcn-x3.json", true, include_str!("../models/espcn-x3.json")),
+    ("espcn-x4.json", true, include_str!("../models/espcn-x4.json")),
+    ("subpixel-x2.json", false, include_str!("../models/subpixel-x2.json")),
+    ("subpixel-x3.json", false, include_str!("../models/subpixel-x3.json")),
+    ("subpixel-x4.json", false, include_str!("../models/subpixel-x4.json")),
+];
 
 /// What kind of model a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -255,7 +263,7 @@ impl RowUpscaler for Resolved {
 fn upscaler_for(model: &Model, opts: Options) -> Result<Upscaler, String> {
     match model.as_kernel() {
         Some(k) => Ok(Upscaler::new(&k, opts)),
-        None => Err(format!("model {}: multi-layer models need the engine's from_model (pending)", model.name())),
+        None => Upscaler::from_model(model, opts).map_err(|e| e.to_string()),
     }
 }
 

@@ -587,7 +587,6 @@ fn jpeg_with_icc(jpeg: &[u8], icc: &[u8]) -> Vec<u8> {
 /// input, the CMYK profile of a CMYK JPEG) would mislabel its pixels: it must not be written into the PNG. (A PNG
 /// decoder must ignore an iCCP whose colour space does not match the image's colour type, and some reject the file.)
 #[test]
-#[ignore = "fails today: upscale_to_png writes any profile; fix proposed in src/imageio.rs (keep only `RGB ` profiles)"]
 fn gray_or_cmyk_icc_profile_is_not_written_into_the_rgb_png() {
     use image::ImageEncoder;
     let up = Upscaler::new(&dirac_icnr(2, 3), Options::default());

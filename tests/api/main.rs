@@ -6,5 +6,6 @@ mod helpers;
 mod kernel;
 mod lifecycle;
 mod metrics;
+mod models;
 mod openapi;
 mod upload;
