@@ -6,6 +6,7 @@
 //! Threads: a rayon pool of `CORE_BENCH_THREADS` threads (default 2), entered with `install` as the CLI's
 //! `bench --threads` does.
 //! Run: `cargo bench --bench core -- --warm-up-time 1 --measurement-time 3 core/1024/r2/k3`.
+//! Models (multi-layer engine): `cargo bench --bench core -- core/model/espcn` (see `bench_model`).
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -113,7 +114,50 @@ fn fixed_iterations() -> bool {
     true
 }
 
-criterion_group!(benches, bench_core);
+/// A random model of the default x2 model's shape (espcn-x2: conv 3->32 k5, tanh, 32->16 k3, tanh, 16->12 k3,
+/// pixel shuffle 2, nearest residual; 4.6 GFLOP at 512x512), or `models/espcn-x2.json` when it exists, on the
+/// multi-layer engine: `core/model/{name}/512/{path}`.
+fn bench_model(c: &mut Criterion) {
+    use icnr_upscale::model::{Conv2d, Layer, Model, ModelLimits, Residual};
+    use ndarray::{Array1, Array4};
+    let threads = std::env::var("CORE_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool");
+    let mut s = 1u64;
+    let mut conv = |o: usize, i: usize, k: usize| {
+        let b = 1.0 / ((i * k * k) as f32).sqrt();
+        let mut u = || b * (2.0 * (splitmix(&mut s) >> 40) as f32 / (1u64 << 24) as f32 - 1.0);
+        let w = Array4::from_shape_fn((o, i, k, k), |_| u());
+        let bias = Array1::from_shape_fn(o, |_| u());
+        Layer::Conv2d(Conv2d::new(w, Some(bias)).expect("conv"))
+    };
+    let layers = vec![
+        conv(32, 3, 5),
+        Layer::Tanh,
+        conv(16, 32, 3),
+        Layer::Tanh,
+        conv(12, 16, 3),
+        Layer::PixelShuffle { upscale_factor: 2 },
+    ];
+    let mut models = vec![Model::new("espcn-random", layers, Residual::Nearest).expect("model")];
+    let builtin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/espcn-x2.json");
+    if let Ok(m) = Model::load_file(&builtin, &ModelLimits::default()) {
+        models.push(m);
+    }
+    let img = image(512);
+    let mut g = c.benchmark_group("core");
+    g.throughput(Throughput::Elements(512 * 512));
+    for model in &models {
+        for path in CpuPath::supported() {
+            let up = Upscaler::from_model(model, Options { path, allow_fast_path: true }).expect("engine");
+            g.bench_function(format!("model/{}/512/{}", model.name(), path.name()), |b| {
+                b.iter(|| pool.install(|| up.upscale_streaming(&img, |_| Ok::<(), Infallible>(())).unwrap()))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_core, bench_model);
 
 fn main() {
     if !fixed_iterations() {

@@ -25,6 +25,17 @@ Run from the repository root with the development venv:
     /work/venv/bin/python scripts/bench_peers.py            # all configurations of REFERENCE.md
     /work/venv/bin/python scripts/bench_peers.py --quick    # 1024x1024, r=2, k=3 only
 
+Model mode (`--model PATH`, a model JSON or safetensors file of scripts/models.py's format): the whole network
+(convs, activations, pixel shuffle, residual) on one N x N RGB image (`--model-size`, default 512):
+- PyTorch: `models.load(PATH)` under `torch.inference_mode()`;
+- ONNX Runtime: that module exported with `torch.onnx.export` (opset 17, PixelShuffle -> DepthToSpace CRD), checked
+  against PyTorch before timing;
+- icnr-upscale: `target/release/examples/model_bench PATH N T ITERS` (build it with
+  `cargo build --release --example model_bench`), the multi-layer engine on an in-memory RGB8 image;
+- the sgemm ceiling of the same run: torch's 2048^3 float32 matmul at the same thread count, in GFLOP/s.
+
+    /work/venv/bin/python scripts/bench_peers.py --model models/espcn-x2.json
+
 Exit code: 0 when the run completed (targets missed are reported, not fatal), 1 on an error (e.g. mismatching
 peer outputs), 2 on bad arguments.
 """
@@ -32,6 +43,7 @@ peer outputs), 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -146,6 +158,99 @@ def run_ours(binary: str, size: int, scale: int, k: int, init: str, threads: int
     return res
 
 
+def model_gflop(model, size: int) -> float:
+    """Multiply-adds of every conv (2 FLOPs each) on an N x N input."""
+    import torch
+    return sum(2.0 * m.weight.numel() * size * size for m in model.body if isinstance(m, torch.nn.Conv2d)) / 1e9
+
+
+def sgemm_ceiling(torch, threads: int) -> float:
+    """GFLOP/s of a 2048^3 float32 matmul at the current thread count (median of 10)."""
+    a = torch.rand(2048, 2048)
+    b = torch.rand(2048, 2048)
+    ms = time_callable(lambda: torch.mm(a, b), 10, 3)
+    return 2.0 * 2048 ** 3 / (statistics.median(ms) / 1e3) / 1e9
+
+
+def run_model_mode(args) -> int:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import models
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    info = machine_info()
+    info.update(torch=torch.__version__, onnxruntime=ort.__version__, threads=args.threads, rounds=args.rounds)
+    print("# " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+    n = args.model_size
+    model = models.load(args.model).eval()
+    x = torch.rand(1, 3, n, n, dtype=torch.float32)
+    buf = io.BytesIO()
+    torch.onnx.export(model, (x,), buf, opset_version=17, input_names=["x"], output_names=["out"],
+                      dynamic_axes={"x": {2: "h", 3: "w"}, "out": {2: "oh", 3: "ow"}}, dynamo=False)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    xn = x.numpy()
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    got = sess.run(None, {"x": xn})[0]
+    err = float(np.max(np.abs(ref - got)))
+    if ref.shape != got.shape or err > 1e-4:
+        print(f"ONNX Runtime output differs from PyTorch: max abs err {err}", file=sys.stderr)
+        return 1
+    gflop = model_gflop(model, n)
+    iters = 20
+
+    def torch_fn():
+        with torch.inference_mode():
+            model(x)
+
+    def ort_fn():
+        sess.run(None, {"x": xn})
+
+    s = {"torch": [], "ort": [], "ours": [], "ours_min": []}
+    ours_json = {}
+    exe = args.model_bin
+    for rnd in range(args.rounds):
+        warm = 3 if rnd == 0 else 1
+        s["torch"] += time_callable(torch_fn, iters, warm)
+        s["ort"] += time_callable(ort_fn, iters, warm)
+        if not args.skip_ours:
+            cmd = [exe, args.model, str(n), str(args.threads), str(iters)]
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                print(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+                return 1
+            ours_json = json.loads([ln for ln in proc.stdout.splitlines() if ln.strip()][-1])
+            ours_json["command"] = " ".join(cmd)
+            s["ours"].append(float(ours_json["median_ms"]))
+            s["ours_min"].append(float(ours_json["min_ms"]))
+    ceiling = sgemm_ceiling(torch, args.threads)
+    med = {k: (statistics.median(v) if v else None) for k, v in s.items()}
+    gfs = {k: (None if med[k] is None else gflop / (med[k] / 1e3)) for k in ("torch", "ort", "ours")}
+    print()
+    print(f"| {model.name} {n}x{n}, {gflop:.2f} GFLOP, {args.threads} threads | median ms | GFLOP/s | % of sgemm |")
+    print("| --- | --- | --- | --- |")
+    for k, label in (("torch", "PyTorch"), ("ort", "ONNX Runtime"), ("ours", "icnr-upscale")):
+        pct = None if gfs[k] is None else 100.0 * gfs[k] / ceiling
+        print(f"| {label} | {fmt(med[k])} | {fmt(gfs[k], 0)} | {fmt(pct, 0)} |")
+    print(f"| sgemm 2048^3 (torch) | - | {ceiling:.0f} | 100 |")
+    print()
+    print(f"ORT / ours: {fx(ratio(med['ort'], med['ours']))} (target >= 1.2x); "
+          f"PyTorch / ours: {fx(ratio(med['torch'], med['ours']))} (target >= 3x)")
+    print(json.dumps({"bench": "peers-model", "machine": info, "model": args.model, "size": n, "gflop": gflop,
+                      "median_ms": med, "gflops": gfs, "sgemm_gflops": ceiling, "ours": ours_json,
+                      "ort_max_abs_err_vs_torch": err}))
+    return 0
+
+
 def machine_info() -> dict:
     info = {"python": platform.python_version(), "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     try:
@@ -189,7 +294,15 @@ def main() -> int:
                     help="size:scale:kernel_size, repeatable (default: the REFERENCE.md rows)")
     ap.add_argument("--skip-ours", action="store_true", help="time only the peers")
     ap.add_argument("--json-out", help="also write every figure as JSON to this file")
+    ap.add_argument("--model", help="model mode: a model JSON/safetensors file (see the module doc)")
+    ap.add_argument("--model-size", type=int, default=512, help="model mode: input size N (default 512)")
+    ap.add_argument("--model-bin", default="target/release/examples/model_bench",
+                    help="model mode: our timing binary (cargo build --release --example model_bench)")
     args = ap.parse_args()
+    if args.model:
+        if not args.skip_ours and not os.access(args.model_bin, os.X_OK):
+            ap.error(f"{args.model_bin} is not an executable: run `cargo build --release --example model_bench`")
+        return run_model_mode(args)
 
     configs = DEFAULT_CONFIGS
     if args.quick:
