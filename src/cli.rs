@@ -412,14 +412,15 @@ fn upscale_file(
     })
     .map_err(|e| match e {
         PipelineError::Image(ImageError::Io(e)) => format!("cannot write {}: {e}", output.display()),
-        other => format!("{}: {other}", input.display()),
+        other => other.to_string(),
     })
 }
 
 fn upscale(args: &UpscaleArgs) -> Result<(), Failure> {
     let start = Instant::now();
     let model = resolve_model(&args.kernel, &args.select)?;
-    let outcome = upscale_file(&args.input, &args.output, &model, args.compression).map_err(Failure::other)?;
+    let outcome = upscale_file(&args.input, &args.output, &model, args.compression)
+        .map_err(|e| Failure::other(format!("{}: {e}", args.input.display())))?;
     let stats = outcome.stats;
     let elapsed = start.elapsed();
     println!(
