@@ -358,9 +358,14 @@ fn is_model_file(value: &str) -> bool {
 /// The CLI's reading of a pipeline error: usage (2) or failure (1).
 fn pipeline_failure(e: PipelineError, context: &str) -> Failure {
     match e {
-        PipelineError::BadRequest(m) | PipelineError::UnknownModel(m) | PipelineError::KernelContradiction(m) => {
-            Failure::usage(m)
-        }
+        PipelineError::BadRequest(m) | PipelineError::UnknownModel(m) => Failure::usage(m),
+        // The pipeline speaks of query parameters; on the command line they are flags.
+        PipelineError::KernelContradiction(m) => Failure::usage(
+            m.replace("scale=", "--scale ")
+                .replace("kernel_size=", "--kernel-size ")
+                .replace("`scale`", "--scale")
+                .replace("`kernel_size`", "--kernel-size"),
+        ),
         PipelineError::BadModel(e) => Failure::other(format!("bad model: {context}{e}")),
         PipelineError::BadKernel(m) => Failure::other(format!("bad weights: {context}{m}")),
         other => Failure::other(format!("{context}{other}")),

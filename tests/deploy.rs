@@ -184,7 +184,7 @@ fn deployment_env_parses_as_serve_flags() {
     assert!(flag_u64(&flags, "max_concurrent_jobs") >= 1);
 }
 
-/// CPU: one core per concurrent job, requests == limits (Guaranteed QoS). Memory: requests == limits, and the limit
+/// CPU: as many CPUs as concurrent jobs, which share them (one rayon pool), requests == limits (Guaranteed QoS). Memory: requests == limits, and the limit
 /// covers the worst case of the configured limits (the arithmetic is the manifest's comment). Per running job, the
 /// larger of decoding (body + decoded RGBA16 input at 8 bytes/pixel + the decoder's copy) and encoding (body + input
 /// + an incompressible RGBA16 output PNG, twice for a growing Vec); plus every queued body and 64 MiB for the process.
