@@ -64,35 +64,32 @@ impl Baseline {
         mut sink: impl FnMut(OutRows<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let (w, h) = (img.width, img.height);
-        let (ow, oh) = (w * scale, h * scale);
+        let ow = w * scale;
         let oc = img.out_channels() as usize;
+        fn rows_at(i: usize, n: usize, ow: u32, oc: usize, samples: RowSamples<'_>) -> OutRows<'_> {
+            OutRows {
+                first_row: (i * ROWS_PER_CALL) as u32,
+                rows: (n / (ow as usize * oc)) as u32,
+                width: ow,
+                channels: oc as u8,
+                samples,
+            }
+        }
+        let chunk = ow as usize * oc * ROWS_PER_CALL;
         match &img.samples {
             Samples::U8(s) => {
                 let out = self.resample::<u8>(s, img.channels as usize, w, h, scale);
-                for (i, rows) in out.chunks(ow as usize * oc * ROWS_PER_CALL).enumerate() {
-                    sink(OutRows {
-                        first_row: (i * ROWS_PER_CALL) as u32,
-                        rows: (rows.len() / (ow as usize * oc)) as u32,
-                        width: ow,
-                        channels: oc as u8,
-                        samples: RowSamples::U8(rows),
-                    })?;
+                for (i, rows) in out.chunks(chunk).enumerate() {
+                    sink(rows_at(i, rows.len(), ow, oc, RowSamples::U8(rows)))?;
                 }
             }
             Samples::U16(s) => {
                 let out = self.resample::<u16>(s, img.channels as usize, w, h, scale);
-                for (i, rows) in out.chunks(ow as usize * oc * ROWS_PER_CALL).enumerate() {
-                    sink(OutRows {
-                        first_row: (i * ROWS_PER_CALL) as u32,
-                        rows: (rows.len() / (ow as usize * oc)) as u32,
-                        width: ow,
-                        channels: oc as u8,
-                        samples: RowSamples::U16(rows),
-                    })?;
+                for (i, rows) in out.chunks(chunk).enumerate() {
+                    sink(rows_at(i, rows.len(), ow, oc, RowSamples::U16(rows)))?;
                 }
             }
         }
-        debug_assert!(oh > 0 || h == 0);
         Ok(())
     }
 

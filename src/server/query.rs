@@ -38,16 +38,18 @@ pub struct KernelQuery {
 }
 
 impl KernelQuery {
-    /// The full parameters, defaults filled in.
+    /// The full parameters, defaults filled in (the pipeline's one set of defaults).
     pub fn params(&self) -> KernelParams {
-        let d = KernelParams::default();
-        KernelParams {
-            scale: self.scale.unwrap_or(d.scale),
-            kernel_size: self.kernel_size.unwrap_or(d.kernel_size),
-            init: self.init.unwrap_or(d.init),
-            initializer: self.initializer.unwrap_or(d.initializer),
-            seed: self.seed.unwrap_or(d.seed),
+        let q = self;
+        crate::pipeline::ModelRequest {
+            model: None,
+            scale: q.scale,
+            kernel_size: q.kernel_size,
+            init: q.init,
+            initializer: q.initializer,
+            seed: q.seed,
         }
+        .kernel_params()
     }
 }
 
