@@ -8,8 +8,9 @@
 //! - The conv kernel ([`conv_chunk`]) is a register-blocked direct convolution: a block of `NP` output pixels x `NV`
 //!   vectors of output channels lives in `NP * NV` accumulators, initialised with the bias; per tap and input
 //!   channel it loads `NV` weight vectors and broadcasts one input value per pixel into `NV` FMAs. `NV` is the
-//!   number of output-channel vectors (up to 4, more channels run in chunks), `NP` fills the register file
-//!   (AVX-512: 28/14/9/7 pixels for 1/2/3/4 vectors, i.e. 28 accumulators). The first conv (3 input channels)
+//!   number of output-channel vectors (1 on AVX-512, up to 4 on the other paths; more channels run in chunks),
+//!   `NP` fills the register file (AVX-512: 28 pixels of 1 vector; AVX2: 12/6/4/3 pixels for 1/2/3/4 vectors).
+//!   The taps and input channels run as one flat loop (see [`conv_chunk`]). The first conv (3 input channels)
 //!   needs no special case: input values are broadcast, so the input channel count never has to fill a vector;
 //!   the sub-pixel conv (3r^2 outputs) pads to whole vectors (12 -> 16 on AVX-512). Activations (relu, tanh,
 //!   leaky_relu, prelu) are applied to the accumulators before the store.
@@ -277,7 +278,10 @@ unsafe fn conv_generic<V: Simd, const N1: usize, const N2: usize, const N3: usiz
     a: &mut ConvArgs<'_>,
 ) {
     let nv_tot = a.layer.oc_pad / V::W;
-    let chunks = nv_tot.div_ceil(4);
+    // AVX-512: one vector a chunk. Its broadcasts fold into the FMAs as memory operands (one load each, the load
+    // ports have room), and with two or more vectors a chunk the compiler stored every accumulator after each FMA.
+    // The narrower paths need a broadcast instruction per pixel, so sharing it between vectors pays there.
+    let chunks = if V::W == 16 { nv_tot } else { nv_tot.div_ceil(4) };
     let mut v0 = 0;
     for c in 0..chunks {
         let nv = (nv_tot - v0).div_ceil(chunks - c);
@@ -325,9 +329,19 @@ unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>
     // A stride of 3 is the input's (3 channels): a constant trip count unrolls the first conv's channel loop.
     let cin = if CS == 3 { 3 } else { l.cin };
     let (k, ocp) = (l.k, l.oc_pad);
-    let mut rows = [std::ptr::null::<f32>(); 9];
-    for (d, s) in rows.iter_mut().zip(a.rows) {
-        *d = s.as_ptr();
+    // One flat loop over every (tap, input channel) pair, in the order ky, kx, ic: each step loads `NV` weight
+    // vectors (contiguous in `w`) and broadcasts one input value per pixel from `src[j] + x * cs`. With nested
+    // runtime loops (taps, then channels) the compiler kept the accumulators in memory and stored them after
+    // every FMA; with one loop they stay in registers.
+    let steps = k * k * cin;
+    let mut src: Vec<*const f32> = Vec::with_capacity(steps);
+    for ky in 0..k {
+        let row = a.rows[ky].as_ptr();
+        for kx in 0..k {
+            for ic in 0..cin {
+                src.push(row.add(kx * cs + ic));
+            }
+        }
     }
     let w = l.w.as_ptr().add(v0 * V::W);
     let b = l.b.as_ptr().add(v0 * V::W);
@@ -343,25 +357,21 @@ unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>
                 acc[p][v] = bv;
             }
         }
-        for ky in 0..k {
-            let xr = rows[ky].add(x * cs);
-            let wr = w.add(ky * k * cin * ocp);
-            for kx in 0..k {
-                let xp = xr.add(kx * cs);
-                let wp = wr.add(kx * cin * ocp);
-                for ic in 0..cin {
-                    let mut wv = [zero; NV];
-                    for v in 0..NV {
-                        wv[v] = V::load(wp.add(ic * ocp + v * V::W));
-                    }
-                    for p in 0..NP {
-                        let bx = V::splat(*xp.add(p * cs + ic));
-                        for v in 0..NV {
-                            acc[p][v] = V::fma(wv[v], bx, acc[p][v]);
-                        }
-                    }
+        let xo = x * cs;
+        let mut wp = w;
+        for &sp in &src {
+            let xp = sp.add(xo);
+            let mut wv = [zero; NV];
+            for v in 0..NV {
+                wv[v] = V::load(wp.add(v * V::W));
+            }
+            for p in 0..NP {
+                let bx = V::splat(*xp.add(p * cs));
+                for v in 0..NV {
+                    acc[p][v] = V::fma(wv[v], bx, acc[p][v]);
                 }
             }
+            wp = wp.add(ocp);
         }
         for p in 0..NP {
             for v in 0..NV {
