@@ -36,7 +36,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::portable::{quantize, LUT8};
+use super::portable::LUT8;
 use super::simd::{self, Simd, P8};
 use super::{CpuPath, Image, OutRows, RowSamples, Samples};
 use crate::model::{Layer, Model, Residual};
@@ -75,6 +75,9 @@ pub(crate) struct ConvLayer {
     pub acts: Vec<Act>,
     /// Prelu slopes, `oc_pad` per prelu (a single slope repeated).
     pub slopes: Vec<f32>,
+    /// For the last conv of a model with the nearest residual: `[3][oc_pad]`, 1.0 where output channel `o` is of
+    /// colour `c` (`o / r^2 == c`), else 0.0 (empty otherwise).
+    pub res_sel: Vec<f32>,
 }
 
 /// A model prepared for one CPU path.
@@ -120,7 +123,17 @@ impl Net {
                     for (d, s) in b.iter_mut().zip(c.bias().iter()) {
                         *d = *s;
                     }
-                    convs.push(ConvLayer { k, cin, cout, oc_pad, w, b, acts: Vec::new(), slopes: Vec::new() });
+                    convs.push(ConvLayer {
+                        k,
+                        cin,
+                        cout,
+                        oc_pad,
+                        w,
+                        b,
+                        acts: Vec::new(),
+                        slopes: Vec::new(),
+                        res_sel: Vec::new(),
+                    });
                 }
                 Layer::Relu => push_act(&mut convs, Act::Relu),
                 Layer::Tanh => push_act(&mut convs, Act::Tanh),
@@ -138,7 +151,16 @@ impl Net {
                 Layer::PixelShuffle { .. } => {}
             }
         }
-        Net { scale: model.scale() as usize, residual: model.residual(), convs, macs_per_pixel: model.macs_per_pixel() }
+        let scale = model.scale() as usize;
+        if model.residual() == Residual::Nearest {
+            let last = convs.last_mut().expect("a validated model has a conv");
+            let rr = scale * scale;
+            last.res_sel = vec![0f32; 3 * last.oc_pad];
+            for o in 0..last.cout.min(3 * rr) {
+                last.res_sel[(o / rr) * last.oc_pad + o] = 1.0;
+            }
+        }
+        Net { scale, residual: model.residual(), convs, macs_per_pixel: model.macs_per_pixel() }
     }
 }
 
@@ -156,6 +178,19 @@ pub(crate) struct ConvArgs<'a> {
     pub layer: &'a ConvLayer,
     /// NHWC, `oc_pad` floats a pixel.
     pub out: &'a mut [f32],
+    /// The last conv's finish, fused into its store: see [`Finish`].
+    pub finish: Option<Finish<'a>>,
+}
+
+/// What the last conv's store does after the activations: add the nearest residual (if `res` is given), then
+/// quantise every value as [`quantize`](super::portable::quantize) does, left as an integral f32 (`round(clamp(y, 0, 1) * maxv)`). The same
+/// IEEE operations as the scalar code, so the result is bit-identical to it.
+#[derive(Clone, Copy)]
+pub(crate) struct Finish<'a> {
+    /// 3 floats a pixel: the input pixel's colour (`v / max`, gray expanded), added to the output channels of that
+    /// colour (through [`ConvLayer::res_sel`]).
+    pub res: Option<&'a [f32]>,
+    pub maxv: f32,
 }
 
 impl ConvArgs<'_> {
@@ -175,6 +210,9 @@ impl ConvArgs<'_> {
             _ => true,
         }));
         assert!(self.out.len() >= n_ceil * l.oc_pad);
+        if let Some(Finish { res: Some(res), .. }) = self.finish {
+            assert!(res.len() >= n_ceil * 3 && l.res_sel.len() == 3 * l.oc_pad);
+        }
     }
 }
 
@@ -348,6 +386,11 @@ unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>
     let slopes = l.slopes.as_ptr().add(v0 * V::W);
     let out = a.out.as_mut_ptr().add(v0 * V::W);
     let zero = V::splat(0.0);
+    let one = V::splat(1.0);
+    let magic = V::splat(8_388_608.0);
+    let fin = a.finish;
+    let res = fin.and_then(|f| f.res).map(|r| r.as_ptr());
+    let sel = l.res_sel.as_ptr().add(v0 * V::W);
     let mut x = 0;
     while x < a.n {
         let mut acc = [[zero; NV]; NP];
@@ -373,11 +416,40 @@ unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>
             }
             wp = wp.add(ocp);
         }
+        // Each activation over the whole block at once: the vectors are independent, so the long latency of
+        // tanh's division overlaps across them (one vector at a time, it stalled).
+        for act in &l.acts {
+            match *act {
+                Act::Tanh => {
+                    for p in 0..NP {
+                        for v in 0..NV {
+                            acc[p][v] = simd::tanh(acc[p][v]);
+                        }
+                    }
+                }
+                act => {
+                    for p in 0..NP {
+                        for v in 0..NV {
+                            acc[p][v] = apply::<V>(act, acc[p][v], slopes.add(v * V::W));
+                        }
+                    }
+                }
+            }
+        }
         for p in 0..NP {
             for v in 0..NV {
                 let mut y = acc[p][v];
-                for act in &l.acts {
-                    y = apply::<V>(*act, y, slopes.add(v * V::W));
+                if let Some(f) = fin {
+                    if let Some(res) = res {
+                        // `sel` is 0 or 1: the colour's value is added once (one rounding, as `y + r`), the
+                        // other two add an exact 0.
+                        let rp = res.add((x + p) * 3);
+                        for c in 0..3 {
+                            y = V::fma(V::load(sel.add(c * ocp + v * V::W)), V::splat(*rp.add(c)), y);
+                        }
+                    }
+                    y = V::min(V::max(y, zero), one);
+                    y = V::sub(V::add(V::mul(y, V::splat(f.maxv)), magic), magic);
                 }
                 V::store(y, out.add((x + p) * ocp + v * V::W));
             }
@@ -417,6 +489,7 @@ pub fn tanh_slice(path: CpuPath, xs: &mut [f32]) {
         b: vec![0f32; lanes(path)],
         acts: vec![Act::Tanh],
         slopes: Vec::new(),
+        res_sel: Vec::new(),
     };
     let conv = conv_fn(path);
     let n = xs.len();
@@ -424,7 +497,7 @@ pub fn tanh_slice(path: CpuPath, xs: &mut [f32]) {
     input[..n].copy_from_slice(xs);
     let mut out = vec![0f32; (n + SLACK_PX) * layer.oc_pad];
     let rows = [&input[..]];
-    conv(&mut ConvArgs { rows: &rows, cin_s: 1, n, layer: &layer, out: &mut out });
+    conv(&mut ConvArgs { rows: &rows, cin_s: 1, n, layer: &layer, out: &mut out, finish: None });
     for (i, x) in xs.iter_mut().enumerate() {
         *x = out[i * layer.oc_pad];
     }
@@ -470,6 +543,8 @@ pub(crate) struct NetPlan<'a> {
     row_len: Vec<usize>,
     /// Offset of layer `l`'s ring in the scratch.
     ring_off: Vec<usize>,
+    /// Offset of the residual row (3 floats a pixel of the tile, plus slack) in the scratch, after the rings.
+    res_off: usize,
     scratch_len: usize,
 }
 
@@ -500,6 +575,8 @@ impl<'a> NetPlan<'a> {
             ring_off.push(off);
             off += ring_rows[l] * row_len[l];
         }
+        let res_off = off;
+        off += (tile_w + SLACK_PX) * 3;
         let nc = img.out_channels() as usize;
         let bytes = if img.bit_depth() == 8 { 1 } else { 2 };
         let per_in_row = (r * w * r * nc * bytes).max(1);
@@ -525,6 +602,7 @@ impl<'a> NetPlan<'a> {
             ring_rows,
             row_len,
             ring_off,
+            res_off,
             scratch_len: off,
         }
     }
@@ -642,8 +720,18 @@ impl<'a> NetPlan<'a> {
                 *d = &lo[s..s + self.row_len[l - 1]];
             }
             let o = at - self.ring_off[l];
+            let (hi, res_buf) = hi.split_at_mut(self.res_off - self.ring_off[l]);
             let dst = &mut hi[o..o + self.row_len[l]];
-            (self.conv)(&mut ConvArgs { rows: &rows[..layer.k], cin_s: self.cs[l - 1], n: cols, layer, out: dst });
+            let finish = last.then(|| {
+                let res = (self.net.residual == Residual::Nearest).then(|| {
+                    self.residual_row(t, row as usize, res_buf);
+                    &res_buf[..]
+                });
+                Finish { res, maxv: self.maxv }
+            });
+            let args =
+                &mut ConvArgs { rows: &rows[..layer.k], cin_s: self.cs[l - 1], n: cols, layer, out: dst, finish };
+            (self.conv)(args);
             if last {
                 self.epilogue(t, row as usize, dst, layer.oc_pad, out);
             } else {
@@ -678,7 +766,19 @@ impl<'a> NetPlan<'a> {
         }
     }
 
-    /// Pixel shuffle + residual + clamp/round + alpha of final row `y` (`fin`: the last conv's row, NHWC).
+    /// The input colours of row `y` over the tile's pixels, 3 floats a pixel (`v / max`, gray expanded): the
+    /// nearest residual the last conv's store adds.
+    fn residual_row(&self, t: &Tile, y: usize, dst: &mut [f32]) {
+        let ic = self.ic;
+        let src = (y * self.w + t.tx0) * ic;
+        let dst = &mut dst[..t.tw * 3];
+        match &self.img.samples {
+            Samples::U8(s) => load_px(&s[src..src + t.tw * ic], ic, dst, |v| LUT8[v as usize]),
+            Samples::U16(s) => load_px(&s[src..src + t.tw * ic], ic, dst, |v| v as f32 / 65535.0),
+        }
+    }
+
+    /// Pixel shuffle + alpha of final row `y` (`fin`: the last conv's row, NHWC, already quantised by its store).
     fn epilogue(&self, t: &Tile, y: usize, fin: &[f32], ocp: usize, out: &mut BandOut) {
         let ly = y - t.y0;
         let row = self.w * self.r * self.nc;
@@ -686,54 +786,41 @@ impl<'a> NetPlan<'a> {
         match &self.img.samples {
             Samples::U8(s) => {
                 let dst = &mut out.out8[base..base + self.r * row];
-                self.shuffle(t, y, fin, ocp, dst, |v| LUT8[v as usize], |q| q as u8, |a| a, s)
+                self.shuffle(t, y, fin, ocp, dst, |q| q as u8, s)
             }
             Samples::U16(s) => {
                 let dst = &mut out.out16[base..base + self.r * row];
-                self.shuffle(t, y, fin, ocp, dst, |v| v as f32 / 65535.0, |q| q, |a| a, s)
+                self.shuffle(t, y, fin, ocp, dst, |q| q, s)
             }
         }
     }
 
+    /// `fin` holds integral values in `[0, maxv]` (see [`Finish`]): the `as u16` below is exact.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn shuffle<T: Copy, S: Copy>(
+    fn shuffle<T: Copy>(
         &self,
         t: &Tile,
         y: usize,
         fin: &[f32],
         ocp: usize,
         dst: &mut [T],
-        cv: impl Fn(S) -> f32,
         q: impl Fn(u16) -> T,
-        alpha: impl Fn(S) -> T,
-        src: &[S],
+        src: &[T],
     ) {
-        let (r, nc, ic, maxv) = (self.r, self.nc, self.ic, self.maxv);
+        let (r, nc, ic) = (self.r, self.nc, self.ic);
         let rr = r * r;
         let row = self.w * r * nc;
-        let residual = self.net.residual == Residual::Nearest;
-        for j in 0..t.tw {
-            let gx = t.tx0 + j;
-            let px = &src[(y * self.w + gx) * ic..(y * self.w + gx + 1) * ic];
-            let res = if !residual {
-                [0.0; 3]
-            } else if ic <= 2 {
-                [cv(px[0]); 3]
-            } else {
-                [cv(px[0]), cv(px[1]), cv(px[2])]
-            };
-            let f = &fin[j * ocp..j * ocp + 3 * rr];
-            for i in 0..r {
-                let d = &mut dst[i * row + gx * r * nc..i * row + (gx + 1) * r * nc];
-                for (jj, o) in d.chunks_exact_mut(nc).enumerate() {
+        let fin = &fin[..t.tw * ocp];
+        for i in 0..r {
+            let d = &mut dst[i * row + t.tx0 * r * nc..i * row + (t.tx0 + t.tw) * r * nc];
+            for (j, (dp, f)) in d.chunks_exact_mut(r * nc).zip(fin.chunks_exact(ocp)).enumerate() {
+                for (jj, o) in dp.chunks_exact_mut(nc).enumerate() {
                     for c in 0..3 {
-                        let v = f[c * rr + i * r + jj];
-                        let v = if residual { v + res[c] } else { v };
-                        o[c] = q(quantize(v, maxv));
+                        o[c] = q(f[c * rr + i * r + jj] as u16);
                     }
                     if nc == 4 {
-                        o[3] = alpha(px[ic - 1]);
+                        o[3] = src[(y * self.w + t.tx0 + j) * ic + ic - 1];
                     }
                 }
             }
