@@ -26,7 +26,7 @@ pub(crate) trait Named: Copy + Send + Sync + 'static {
 
 /// Declares a fieldless enum with one name per value:
 ///
-/// ```ignore
+/// ```text
 /// named_enum! {
 ///     /// How the PNG is compressed.
 ///     pub enum Compression ("compression", default Fast) {
