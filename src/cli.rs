@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::batch;
 use crate::engine::{Image, Options, Samples, Upscaler};
 use crate::imageio::{self, Compression, ImageError};
-use crate::kernel::{Init, Initializer, Kernel, KernelParams, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
+use crate::kernel::{self, Init, Initializer, Kernel, KernelParams, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
 use crate::logging::{self, LogFormat, LogTarget};
 use crate::model::ModelLimits;
 use crate::names::Named;
@@ -85,7 +85,7 @@ fn one_of<T: Named>(values: &'static [T]) -> impl TypedValueParser<Value = T> {
 
 fn parse_scale(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a whole number"))?;
-    if (MIN_SCALE..=MAX_SCALE).contains(&v) {
+    if kernel::is_valid_scale(v) {
         Ok(v)
     } else {
         Err(format!("the scale must be {MIN_SCALE} to {MAX_SCALE}, got {v}"))
@@ -94,7 +94,7 @@ fn parse_scale(s: &str) -> Result<u32, String> {
 
 fn parse_kernel_size(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a whole number"))?;
-    if v % 2 == 1 && v <= MAX_KERNEL_SIZE {
+    if kernel::is_valid_kernel_size(v) {
         Ok(v)
     } else {
         Err(format!("the kernel size must be odd, 1 to {MAX_KERNEL_SIZE}, got {v}"))

@@ -154,8 +154,19 @@ fn invalid(msg: impl Into<String>) -> KernelError {
     KernelError::Invalid(msg.into())
 }
 
+/// Whether `r` is a scale factor the crate supports: 2 to 8. The command line, the query parser and the model
+/// checks all ask this.
+pub fn is_valid_scale(r: u32) -> bool {
+    (MIN_SCALE..=MAX_SCALE).contains(&r)
+}
+
+/// Whether `k` is a kernel size the crate supports: odd, 1 to 9.
+pub fn is_valid_kernel_size(k: u32) -> bool {
+    k % 2 == 1 && k <= MAX_KERNEL_SIZE
+}
+
 fn check_scale(scale: u32) -> Result<(), KernelError> {
-    if !(MIN_SCALE..=MAX_SCALE).contains(&scale) {
+    if !is_valid_scale(scale) {
         return Err(invalid(format!("scale: must be {MIN_SCALE} to {MAX_SCALE}, got {scale}")));
     }
     Ok(())
@@ -163,7 +174,7 @@ fn check_scale(scale: u32) -> Result<(), KernelError> {
 
 /// `shape`, when given, is the weight shape the kernel size came from (named in the message).
 fn check_kernel_size(k: u32, shape: Option<&[usize]>) -> Result<(), KernelError> {
-    if k.is_multiple_of(2) || k > MAX_KERNEL_SIZE {
+    if !is_valid_kernel_size(k) {
         let from = shape.map(|s| format!(" (weight {})", fmt_shape(s))).unwrap_or_default();
         return Err(invalid(format!("kernel_size: must be odd, 1 to {MAX_KERNEL_SIZE}, got {k}{from}")));
     }

@@ -30,7 +30,7 @@ use ndarray::{Array1, Array4};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::kernel::{Kernel, Nested, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
+use crate::kernel::{self, Kernel, Nested, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
 use crate::names::{named_enum, UnknownName};
 
 /// Input channels of every model: RGB.
@@ -116,7 +116,8 @@ impl Conv2d {
 
     fn checked(wname: &str, bname: &str, weight: Array4<f32>, bias: Option<Array1<f32>>) -> Result<Conv2d, ModelError> {
         let s = weight.shape().to_vec();
-        if s[2] != s[3] || s[2].is_multiple_of(2) || s[2] > MAX_KERNEL_SIZE as usize || s[0] == 0 || s[1] == 0 {
+        let k_ok = u32::try_from(s[2]).is_ok_and(kernel::is_valid_kernel_size);
+        if s[2] != s[3] || !k_ok || s[0] == 0 || s[1] == 0 {
             return Err(ModelError::Shape {
                 tensor: wname.to_string(),
                 expected: format!("[out, in, k, k] with out, in >= 1 and k odd, 1 to {MAX_KERNEL_SIZE}"),
@@ -827,7 +828,7 @@ fn validate(layers: &[Layer], limits: &ModelLimits) -> Result<u32, ModelError> {
             Layer::Relu | Layer::Tanh => {}
             Layer::PixelShuffle { upscale_factor: r } => {
                 let r = *r;
-                if !(MIN_SCALE..=MAX_SCALE).contains(&r) {
+                if !kernel::is_valid_scale(r) {
                     return Err(st(format!("layers[{i}]: upscale_factor must be {MIN_SCALE} to {MAX_SCALE}, got {r}")));
                 }
                 let want = MODEL_IN_CHANNELS * (r * r) as usize;

@@ -5,7 +5,7 @@
 //! bad value says what is valid.
 
 use crate::imageio::Compression;
-use crate::kernel::{Init, Initializer, KernelParams, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
+use crate::kernel::{self, Init, Initializer, KernelParams, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
 
 use super::error::ApiError;
 
@@ -112,7 +112,7 @@ fn set_kernel_param(q: &mut KernelQuery, name: &str, value: &str) -> Result<(), 
             q.scale = Some(
                 parse_digits(value)
                     .and_then(|v| u32::try_from(v).ok())
-                    .filter(|v| (MIN_SCALE..=MAX_SCALE).contains(v))
+                    .filter(|v| kernel::is_valid_scale(*v))
                     .ok_or_else(|| {
                         ApiError::BadQuery(format!(
                             "scale must be an integer from {MIN_SCALE} to {MAX_SCALE}, got {}",
@@ -125,7 +125,7 @@ fn set_kernel_param(q: &mut KernelQuery, name: &str, value: &str) -> Result<(), 
             q.kernel_size = Some(
                 parse_digits(value)
                     .and_then(|v| u32::try_from(v).ok())
-                    .filter(|v| v % 2 == 1 && *v <= MAX_KERNEL_SIZE)
+                    .filter(|v| kernel::is_valid_kernel_size(*v))
                     .ok_or_else(|| {
                         ApiError::BadQuery(format!(
                             "kernel_size must be an odd integer from 1 to {MAX_KERNEL_SIZE} ({}), got {}",
