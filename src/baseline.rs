@@ -5,39 +5,30 @@
 //! the bit depth is kept, as for the models. The resampler holds the whole output (and a float intermediate of
 //! `out_width x in_height` pixels) in memory, so callers bound the output with [`MAX_BASELINE_OUTPUT_PIXELS`].
 
-use std::fmt;
-use std::str::FromStr;
-
 use image::imageops::FilterType;
 use image::{ImageBuffer, Rgb};
 
 use crate::engine::{Image, OutRows, RowSamples, Samples};
+use crate::names::named_enum;
 
 /// Largest output a baseline computes (the resampler is not banded): 4096 x 4096.
 pub const MAX_BASELINE_OUTPUT_PIXELS: u64 = 1 << 24;
 /// Output rows handed to the sink at a time.
 const ROWS_PER_CALL: usize = 64;
 
-/// A classical upscaler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Baseline {
-    Nearest,
-    Bicubic,
-    Lanczos3,
+named_enum! {
+    /// A classical upscaler; its name is its model name.
+    pub enum Baseline ("baseline") {
+        /// Nearest-neighbour.
+        Nearest = "nearest",
+        /// Bicubic (Catmull-Rom).
+        Bicubic = "bicubic",
+        /// Lanczos, 3 lobes.
+        Lanczos3 = "lanczos3",
+    }
 }
 
 impl Baseline {
-    pub const ALL: [Baseline; 3] = [Baseline::Nearest, Baseline::Bicubic, Baseline::Lanczos3];
-
-    /// The model name: `nearest`, `bicubic`, `lanczos3`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Baseline::Nearest => "nearest",
-            Baseline::Bicubic => "bicubic",
-            Baseline::Lanczos3 => "lanczos3",
-        }
-    }
-
     /// One sentence for model listings.
     pub fn description(self) -> &'static str {
         match self {
@@ -126,18 +117,5 @@ impl Baseline {
             }
         }
         out
-    }
-}
-
-impl fmt::Display for Baseline {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Baseline {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Baseline::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| format!("unknown baseline `{s}`"))
     }
 }

@@ -1,5 +1,5 @@
-//! The `icnr-upscale` command line: `serve` (the default), `upscale`, `batch`, `models`, `kernel`, `bench` and
-//! `healthcheck`. Commands are thin adapters over [`crate::pipeline`].
+//! The `icnr-upscale` command line: `serve` (the default; with the `server` feature), `upscale`, `batch`, `models`,
+//! `kernel`, `bench` and `healthcheck`. Commands are thin adapters over [`crate::pipeline`].
 //!
 //! Exit codes: 0 success, 1 failure (unreadable input, undecodable image, bad weights, I/O; for `batch`, any file
 //! failed), 2 usage errors (bad flags or values, as clap reports them, unknown models, a CPU path this machine
@@ -10,20 +10,24 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::batch;
 use crate::engine::{Image, Options, Samples, Upscaler};
 use crate::imageio::{self, Compression, ImageError};
-use crate::kernel::{Init, Initializer, Kernel, KernelParams, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
+use crate::kernel::{self, Init, Initializer, Kernel, KernelParams, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
+use crate::logging::{self, LogFormat, LogTarget};
 use crate::model::ModelLimits;
+use crate::names::Named;
 use crate::pipeline::{self, ModelKind, ModelRequest, PipelineError, Registry, Resolved, RunLimits, Weights};
+#[cfg(feature = "server")]
 use crate::server::{self, ServeArgs};
 
 /// Largest input the CLI decodes: 2^28 pixels (16384 x 16384). Generous for local files, but still a bound.
-pub const CLI_MAX_INPUT_PIXELS: u64 = 1 << 28;
+const CLI_MAX_INPUT_PIXELS: u64 = 1 << 28;
 /// Largest output the CLI writes: 2^30 pixels (32768 x 32768).
-pub const CLI_MAX_OUTPUT_PIXELS: u64 = 1 << 30;
+const CLI_MAX_OUTPUT_PIXELS: u64 = 1 << 30;
 /// How long `healthcheck` waits to connect, and then for the answer.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -35,6 +39,15 @@ const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
     long_about = "Sub-pixel convolution (Conv2d + PixelShuffle) image upscaling with ICNR-initialised kernels.\n\n\
                   With no subcommand, starts the HTTP service (`serve`) configured from ICNR_UPSCALE_* variables."
 )]
+#[cfg_attr(
+    not(feature = "server"),
+    command(
+        long_about = "Sub-pixel convolution (Conv2d + PixelShuffle) image upscaling with ICNR-initialised kernels.\n\n\
+                      This build has no HTTP service (the `server` feature).",
+        subcommand_required = true,
+        arg_required_else_help = true
+    )
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -43,6 +56,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP service (the default when no subcommand is given).
+    #[cfg(feature = "server")]
     Serve(ServeArgs),
     /// Upscale an image file and write a PNG.
     Upscale(UpscaleArgs),
@@ -58,32 +72,20 @@ enum Command {
     Healthcheck(HealthcheckArgs),
 }
 
-/// `--init` on the command line: how the kernel is made (custom kernels come from `--weights` instead).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-#[value(rename_all = "snake_case")]
-enum InitArg {
-    /// Sub-kernel from `--initializer`, tied in r*r groups; bias zero.
-    #[default]
-    Icnr,
-    /// PyTorch's own nn.Conv2d initialisation (shows the checkerboard).
-    Default,
-    /// `--initializer` over the whole kernel, untied (the ablation).
-    Plain,
-}
-
-impl From<InitArg> for Init {
-    fn from(a: InitArg) -> Init {
-        match a {
-            InitArg::Icnr => Init::Icnr,
-            InitArg::Default => Init::Default,
-            InitArg::Plain => Init::Plain,
-        }
-    }
+/// A parser that accepts exactly the names of `values` (one enum's spelling table) and gives the value; `--help`
+/// lists the names, with each value's doc comment.
+fn one_of<T: Named>(values: &'static [T]) -> impl TypedValueParser<Value = T> {
+    let possible = values.iter().map(|v| match v.help() {
+        "" => PossibleValue::new(v.name()),
+        help => PossibleValue::new(v.name()).help(help),
+    });
+    PossibleValuesParser::new(possible.collect::<Vec<_>>())
+        .map(move |s| *values.iter().find(|v| v.name() == s).expect("clap only passes a listed name"))
 }
 
 fn parse_scale(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a whole number"))?;
-    if (MIN_SCALE..=MAX_SCALE).contains(&v) {
+    if kernel::is_valid_scale(v) {
         Ok(v)
     } else {
         Err(format!("the scale must be {MIN_SCALE} to {MAX_SCALE}, got {v}"))
@@ -92,7 +94,7 @@ fn parse_scale(s: &str) -> Result<u32, String> {
 
 fn parse_kernel_size(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a whole number"))?;
-    if v % 2 == 1 && v <= MAX_KERNEL_SIZE {
+    if kernel::is_valid_kernel_size(v) {
         Ok(v)
     } else {
         Err(format!("the kernel size must be odd, 1 to {MAX_KERNEL_SIZE}, got {v}"))
@@ -109,10 +111,10 @@ struct GenArgs {
     #[arg(long, value_parser = parse_kernel_size)]
     kernel_size: Option<u32>,
     /// How the kernel is made [default: icnr]
-    #[arg(long, value_enum)]
-    init: Option<InitArg>,
+    #[arg(long, value_parser = one_of(&Init::GENERATED))]
+    init: Option<Init>,
     /// Initializer of the (sub-)kernel [default: kaiming_normal]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = one_of(Initializer::ALL))]
     initializer: Option<Initializer>,
     /// RNG seed (ChaCha8) [default: 0]
     #[arg(long)]
@@ -125,7 +127,7 @@ impl GenArgs {
         KernelParams {
             scale: self.scale.unwrap_or(d.scale),
             kernel_size: self.kernel_size.unwrap_or(d.kernel_size),
-            init: self.init.map_or(d.init, Init::from),
+            init: self.init.unwrap_or(d.init),
             initializer: self.initializer.unwrap_or(d.initializer),
             seed: self.seed.unwrap_or(d.seed),
         }
@@ -145,7 +147,7 @@ struct UpscaleArgs {
     #[command(flatten)]
     select: SelectArgs,
     /// PNG compression.
-    #[arg(long, value_enum, default_value_t = Compression::Fast)]
+    #[arg(long, value_parser = one_of(Compression::ALL), default_value_t = Compression::Fast)]
     compression: Compression,
 }
 
@@ -178,7 +180,7 @@ struct BatchArgs {
     #[command(flatten)]
     select: SelectArgs,
     /// PNG compression.
-    #[arg(long, value_enum, default_value_t = Compression::Fast)]
+    #[arg(long, value_parser = one_of(Compression::ALL), default_value_t = Compression::Fast)]
     compression: Compression,
     /// Files processed at the same time [default: the number of CPUs, at most 4]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -232,8 +234,8 @@ struct BenchArgs {
     #[arg(long, default_value_t = 3, value_parser = parse_kernel_size)]
     kernel_size: u32,
     /// How the kernel is made.
-    #[arg(long, value_enum, default_value_t = InitArg::Icnr)]
-    init: InitArg,
+    #[arg(long, value_parser = one_of(&Init::GENERATED), default_value_t = Init::Icnr)]
+    init: Init,
     /// Time a model instead of a generated kernel: a model name (`icnr-upscale models`) or a model file; --scale,
     /// --kernel-size and --init then do not apply.
     #[arg(long, value_name = "NAME|FILE")]
@@ -294,20 +296,17 @@ where
     };
     let command = match cli.command {
         Some(c) => c,
-        // No subcommand: serve, configured from the environment (and defaults).
-        None => match Cli::try_parse_from(["icnr-upscale", "serve"]) {
-            Ok(Cli { command: Some(c) }) => c,
-            Ok(_) => unreachable!("`serve` parses as the serve subcommand"),
-            Err(e) => {
-                let _ = e.print();
-                return 2;
-            }
+        None => match default_command() {
+            Ok(c) => c,
+            Err(code) => return code,
         },
     };
-    if !matches!(command, Command::Serve(_)) {
-        init_tracing();
+    if !is_serve(&command) {
+        // Warnings and up on stderr unless `RUST_LOG` says otherwise; the service sets up its own.
+        logging::init(LogFormat::Text, LogTarget::Stderr, "warn");
     }
     let result = match command {
+        #[cfg(feature = "server")]
         Command::Serve(args) => server::serve_blocking(args).map_err(|e| Failure::other(format!("{e:#}"))),
         Command::Upscale(args) => upscale(&args),
         Command::Batch(args) => batch(&args),
@@ -325,11 +324,32 @@ where
     }
 }
 
-/// Logs to stderr, warnings and up unless `RUST_LOG` says otherwise; the service sets up its own format.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
+/// The command run when none is given: serve, configured from the environment (and defaults).
+#[cfg(feature = "server")]
+fn default_command() -> Result<Command, i32> {
+    match Cli::try_parse_from(["icnr-upscale", "serve"]) {
+        Ok(Cli { command: Some(c) }) => Ok(c),
+        Ok(_) => unreachable!("`serve` parses as the serve subcommand"),
+        Err(e) => {
+            let _ = e.print();
+            Err(2)
+        }
+    }
+}
+
+/// Without the service there is no default command; clap already asked for one (`subcommand_required`).
+#[cfg(not(feature = "server"))]
+fn default_command() -> Result<Command, i32> {
+    Err(2)
+}
+
+fn is_serve(command: &Command) -> bool {
+    #[cfg(feature = "server")]
+    if matches!(command, Command::Serve(_)) {
+        return true;
+    }
+    let _ = command;
+    false
 }
 
 fn generate(params: &KernelParams) -> Result<Kernel, Failure> {
@@ -380,7 +400,7 @@ fn resolve_model(gen: &GenArgs, select: &SelectArgs) -> Result<Resolved, Failure
         model: None,
         scale: gen.scale,
         kernel_size: gen.kernel_size,
-        init: gen.init.map(Init::from),
+        init: gen.init,
         initializer: gen.initializer,
         seed: gen.seed,
     };
@@ -622,7 +642,7 @@ fn kernel(args: &KernelArgs) -> Result<(), Failure> {
 }
 
 /// A deterministic, textured N x N RGB8 test image (smooth gradients plus a hash-like pattern).
-pub fn bench_image(size: u32) -> Image {
+fn bench_image(size: u32) -> Image {
     let n = size as usize;
     let mut samples = Vec::with_capacity(n * n * 3);
     for y in 0..n {
@@ -659,7 +679,7 @@ fn bench(args: &BenchArgs) -> Result<(), Failure> {
             let params = KernelParams {
                 scale: args.scale,
                 kernel_size: args.kernel_size,
-                init: args.init.into(),
+                init: args.init,
                 ..KernelParams::default()
             };
             (Upscaler::new(&generate(&params)?, opts), None)
@@ -697,11 +717,7 @@ fn bench(args: &BenchArgs) -> Result<(), Failure> {
         r = scale,
         what = match &model_name {
             Some(m) => format!("model {m}"),
-            None => format!(
-                "k={}, init {}",
-                args.kernel_size,
-                args.init.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
-            ),
+            None => format!("k={}, init {}", args.kernel_size, args.init),
         },
         path = up.path().name(),
         fast = if up.uses_fast_path() { " (ICNR fast path)" } else { "" },
@@ -716,7 +732,7 @@ fn bench(args: &BenchArgs) -> Result<(), Failure> {
         "size": args.size,
         "scale": scale,
         "kernel_size": model_name.is_none().then_some(args.kernel_size),
-        "init": model_name.is_none().then(|| args.init.to_possible_value().map(|v| v.get_name().to_string())),
+        "init": model_name.is_none().then_some(args.init.name()),
         "model": model_name,
         "threads": threads,
         "iters": args.iters,

@@ -20,20 +20,23 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-use crate::engine::{output_dims, Image, OutRows, RowSamples, Samples, Upscaler};
+use crate::engine::{output_dims, Image, OutRows, RowSamples, Upscaler};
+use crate::names::named_enum;
 use crate::score::ScoreAccumulator;
 
 /// The formats [`decode`] accepts, as shown to callers.
 pub const SUPPORTED_FORMATS: &str = "PNG, JPEG, WebP, GIF (first frame), BMP or TIFF";
 
-/// PNG compression level of the output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Compression {
-    #[default]
-    Fast,
-    Balanced,
-    Best,
+named_enum! {
+    /// PNG compression level of the output.
+    pub enum Compression ("compression", default Fast) {
+        /// Fastest: png's ultra-fast deflate with the Paeth filter.
+        Fast = "fast",
+        /// Balanced deflate with the adaptive filter.
+        Balanced = "balanced",
+        /// Smallest: the strongest deflate with the adaptive filter.
+        Best = "best",
+    }
 }
 
 /// Limits applied to a decode, checked from the header before decoding.
@@ -222,34 +225,8 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImageError
 
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(name, e))?;
     img.apply_orientation(orientation);
-    Ok(Decoded { image: to_engine_image(img), icc_profile, format: name })
-}
-
-/// Moves decoded pixels into an engine [`Image`] without copying where the layout already matches; float images
-/// become 16-bit.
-fn to_engine_image(img: DynamicImage) -> Image {
-    let (width, height) = (img.width(), img.height());
-    let (channels, samples) = match img {
-        DynamicImage::ImageLuma8(b) => (1, Samples::U8(b.into_raw())),
-        DynamicImage::ImageLumaA8(b) => (2, Samples::U8(b.into_raw())),
-        DynamicImage::ImageRgb8(b) => (3, Samples::U8(b.into_raw())),
-        DynamicImage::ImageRgba8(b) => (4, Samples::U8(b.into_raw())),
-        DynamicImage::ImageLuma16(b) => (1, Samples::U16(b.into_raw())),
-        DynamicImage::ImageLumaA16(b) => (2, Samples::U16(b.into_raw())),
-        DynamicImage::ImageRgb16(b) => (3, Samples::U16(b.into_raw())),
-        DynamicImage::ImageRgba16(b) => (4, Samples::U16(b.into_raw())),
-        DynamicImage::ImageRgb32F(_) => (3, Samples::U16(img.to_rgb16().into_raw())),
-        DynamicImage::ImageRgba32F(_) => (4, Samples::U16(img.to_rgba16().into_raw())),
-        // `DynamicImage` is non-exhaustive; any future variant goes through the widest common form.
-        other => {
-            if other.color().has_alpha() {
-                (4, Samples::U16(other.to_rgba16().into_raw()))
-            } else {
-                (3, Samples::U16(other.to_rgb16().into_raw()))
-            }
-        }
-    };
-    Image { width, height, channels, samples }
+    // Moves the decoded pixels into an engine image without a copy where the layout already matches.
+    Ok(Decoded { image: Image::from(img), icc_profile, format: name })
 }
 
 fn png_error(err: png::EncodingError) -> ImageError {

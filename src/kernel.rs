@@ -38,6 +38,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 use serde::{Deserialize, Serialize};
 
+use crate::names::{named_enum, UnknownName};
+
 /// Input channels: the engine always convolves RGB.
 pub const IN_CHANNELS: usize = 3;
 /// Smallest and largest scale factor r.
@@ -49,56 +51,51 @@ pub const MAX_KERNEL_SIZE: u32 = 9;
 /// 192*3*81 + 192 = 46848 floats: about 1 MB as JSON with 20 characters per value, 187 KB as f32 safetensors.
 pub const MAX_KERNEL_BYTES: usize = 4 << 20;
 
-/// How the kernel is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Init {
-    /// Sub-kernel from `initializer`, tied in groups of r*r consecutive output channels; bias zero.
-    #[default]
-    Icnr,
-    /// PyTorch's own nn.Conv2d init (weight and bias U(+-1/sqrt(fan_in))).
-    Default,
-    /// `initializer` over the whole kernel, untied (the ablation).
-    Plain,
-    /// Weights supplied by the caller (JSON or safetensors); never accepted as a parameter.
-    Custom,
-}
-
-impl Init {
-    /// The name used in kernel JSON and on the command line: `icnr`, `default`, `plain`, `custom`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Init::Icnr => "icnr",
-            Init::Default => "default",
-            Init::Plain => "plain",
-            Init::Custom => "custom",
-        }
+named_enum! {
+    /// How the kernel is made.
+    pub enum Init ("init", default Icnr) {
+        /// Sub-kernel from the initializer, tied in groups of r*r consecutive output channels; bias zero.
+        Icnr = "icnr",
+        /// PyTorch's own nn.Conv2d init (weight and bias U(+-1/sqrt(fan_in))); shows the checkerboard.
+        Default = "default",
+        /// The initializer over the whole kernel, untied (the ablation).
+        Plain = "plain",
+        /// Weights supplied by the caller (JSON or safetensors); never accepted as a parameter.
+        Custom = "custom",
     }
 }
 
-/// The initializer for the (sub-)kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum Initializer {
-    #[default]
-    KaimingNormal,
-    KaimingUniform,
-    XavierNormal,
-    XavierUniform,
-    Dirac,
+impl Init {
+    /// The inits a kernel can be generated with: all but [`Init::Custom`]. The command line and the query
+    /// parser accept these.
+    pub const GENERATED: [Init; 3] = [Init::Icnr, Init::Default, Init::Plain];
+    /// The names of [`Init::GENERATED`].
+    pub const GENERATED_NAMES: [&'static str; 3] =
+        [Init::GENERATED[0].name(), Init::GENERATED[1].name(), Init::GENERATED[2].name()];
+
+    /// Parses an init a kernel can be generated with (`custom` is refused, naming the accepted ones).
+    pub fn parse_generated(s: &str) -> Result<Init, UnknownName> {
+        s.parse().ok().filter(|i| *i != Init::Custom).ok_or_else(|| UnknownName {
+            what: "init",
+            got: s.to_owned(),
+            expected: &Init::GENERATED_NAMES,
+        })
+    }
 }
 
-impl Initializer {
-    /// The name used in kernel JSON and on the command line, e.g. `kaiming_normal`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Initializer::KaimingNormal => "kaiming_normal",
-            Initializer::KaimingUniform => "kaiming_uniform",
-            Initializer::XavierNormal => "xavier_normal",
-            Initializer::XavierUniform => "xavier_uniform",
-            Initializer::Dirac => "dirac",
-        }
+named_enum! {
+    /// The initializer of the (sub-)kernel (torch.nn.init).
+    pub enum Initializer ("initializer", default KaimingNormal) {
+        /// N(0, 2 / fan_in).
+        KaimingNormal = "kaiming_normal",
+        /// U(-b, b), b = sqrt(6 / fan_in).
+        KaimingUniform = "kaiming_uniform",
+        /// N(0, 2 / (fan_in + fan_out)).
+        XavierNormal = "xavier_normal",
+        /// U(-b, b), b = sqrt(6 / (fan_in + fan_out)).
+        XavierUniform = "xavier_uniform",
+        /// 1 at the centre tap of channel c -> c, else 0: ICNR(dirac) is nearest-neighbour upscaling.
+        Dirac = "dirac",
     }
 }
 
@@ -157,8 +154,19 @@ fn invalid(msg: impl Into<String>) -> KernelError {
     KernelError::Invalid(msg.into())
 }
 
+/// Whether `r` is a scale factor the crate supports: 2 to 8. The command line, the query parser and the model
+/// checks all ask this.
+pub fn is_valid_scale(r: u32) -> bool {
+    (MIN_SCALE..=MAX_SCALE).contains(&r)
+}
+
+/// Whether `k` is a kernel size the crate supports: odd, 1 to 9.
+pub fn is_valid_kernel_size(k: u32) -> bool {
+    k % 2 == 1 && k <= MAX_KERNEL_SIZE
+}
+
 fn check_scale(scale: u32) -> Result<(), KernelError> {
-    if !(MIN_SCALE..=MAX_SCALE).contains(&scale) {
+    if !is_valid_scale(scale) {
         return Err(invalid(format!("scale: must be {MIN_SCALE} to {MAX_SCALE}, got {scale}")));
     }
     Ok(())
@@ -166,7 +174,7 @@ fn check_scale(scale: u32) -> Result<(), KernelError> {
 
 /// `shape`, when given, is the weight shape the kernel size came from (named in the message).
 fn check_kernel_size(k: u32, shape: Option<&[usize]>) -> Result<(), KernelError> {
-    if k.is_multiple_of(2) || k > MAX_KERNEL_SIZE {
+    if !is_valid_kernel_size(k) {
         let from = shape.map(|s| format!(" (weight {})", fmt_shape(s))).unwrap_or_default();
         return Err(invalid(format!("kernel_size: must be odd, 1 to {MAX_KERNEL_SIZE}, got {k}{from}")));
     }
@@ -570,6 +578,19 @@ impl Kernel {
 
     /// Makes a kernel from parameters, deterministically (see the module docs for the draw order).
     /// Rejects a scale outside 2..=8, an even kernel size or one outside 1..=9, and `Init::Custom`.
+    ///
+    /// ```
+    /// use icnr_upscale::{Init, Kernel, KernelParams};
+    ///
+    /// let k = Kernel::generate(&KernelParams { scale: 2, kernel_size: 3, init: Init::Icnr, ..Default::default() })?;
+    /// // 3*2*2 = 12 output channels, tied in runs of r*r = 4: W[o] = W0[o / 4]. The bias is zero, so tied too.
+    /// let per_out = 3 * 3 * 3;
+    /// assert_eq!(k.weight[..per_out], k.weight[3 * per_out..4 * per_out]);
+    /// assert_ne!(k.weight[..per_out], k.weight[4 * per_out..5 * per_out]);
+    /// assert!(k.bias.iter().all(|b| *b == 0.0));
+    /// assert!(Kernel::generate(&KernelParams { kernel_size: 4, ..Default::default() }).is_err());
+    /// # Ok::<(), icnr_upscale::KernelError>(())
+    /// ```
     pub fn generate(p: &KernelParams) -> Result<Kernel, KernelError> {
         p.validate()?;
         let r2 = (p.scale * p.scale) as usize;

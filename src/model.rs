@@ -30,7 +30,8 @@ use ndarray::{Array1, Array4};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::kernel::{Kernel, Nested, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
+use crate::kernel::{self, Kernel, Nested, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
+use crate::names::{named_enum, UnknownName};
 
 /// Input channels of every model: RGB.
 pub const MODEL_IN_CHANNELS: usize = 3;
@@ -115,7 +116,8 @@ impl Conv2d {
 
     fn checked(wname: &str, bname: &str, weight: Array4<f32>, bias: Option<Array1<f32>>) -> Result<Conv2d, ModelError> {
         let s = weight.shape().to_vec();
-        if s[2] != s[3] || s[2].is_multiple_of(2) || s[2] > MAX_KERNEL_SIZE as usize || s[0] == 0 || s[1] == 0 {
+        let k_ok = u32::try_from(s[2]).is_ok_and(kernel::is_valid_kernel_size);
+        if s[2] != s[3] || !k_ok || s[0] == 0 || s[1] == 0 {
             return Err(ModelError::Shape {
                 tensor: wname.to_string(),
                 expected: format!("[out, in, k, k] with out, in >= 1 and k odd, 1 to {MAX_KERNEL_SIZE}"),
@@ -192,37 +194,13 @@ impl Layer {
     }
 }
 
-/// A global skip connection added to the network's output before clamping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Residual {
-    /// The network's output alone.
-    #[default]
-    None,
-    /// Plus the nearest-neighbour upscale of the input.
-    Nearest,
-}
-
-impl Residual {
-    pub const ALL: [Residual; 2] = [Residual::None, Residual::Nearest];
-    pub fn name(self) -> &'static str {
-        match self {
-            Residual::None => "none",
-            Residual::Nearest => "nearest",
-        }
-    }
-}
-
-impl fmt::Display for Residual {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Residual {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Residual::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| format!("`{s}` (use none or nearest)"))
+named_enum! {
+    /// A global skip connection added to the network's output before clamping.
+    pub enum Residual ("residual", default None) {
+        /// The network's output alone.
+        None = "none",
+        /// Plus the nearest-neighbour upscale of the input.
+        Nearest = "nearest",
     }
 }
 
@@ -240,6 +218,31 @@ pub struct Model {
 impl Model {
     /// Checks the layer sequence against the default [`ModelLimits`]: first conv takes 3 channels, channels chain,
     /// prelu lengths, one final pixel_shuffle with 3*r^2 channels and r from 2 to 8.
+    ///
+    /// ```
+    /// use icnr_upscale::{Conv2d, Layer, Model, ModelError, Residual};
+    /// use ndarray::{Array1, Array4};
+    ///
+    /// // conv 3 -> 8 (3x3), tanh, conv 8 -> 3*2*2 (3x3), pixel shuffle 2, plus the nearest residual.
+    /// let layers = vec![
+    ///     Layer::Conv2d(Conv2d::new(Array4::zeros((8, 3, 3, 3)), Some(Array1::zeros(8)))?),
+    ///     Layer::Tanh,
+    ///     Layer::Conv2d(Conv2d::new(Array4::zeros((12, 8, 3, 3)), None)?),
+    ///     Layer::PixelShuffle { upscale_factor: 2 },
+    /// ];
+    /// let model = Model::new("tiny-x2", layers, Residual::Nearest)?;
+    /// assert_eq!(model.scale(), 2);
+    /// assert_eq!(model.parameters(), (8 * 27 + 8) + (12 * 72 + 12));
+    /// assert_eq!(model.halo(), 2);
+    ///
+    /// // An invalid model is an error, never a panic: pixel_shuffle(3) needs 3*3*3 = 27 channels, not 12.
+    /// let layers = vec![
+    ///     Layer::Conv2d(Conv2d::new(Array4::zeros((12, 3, 3, 3)), None)?),
+    ///     Layer::PixelShuffle { upscale_factor: 3 },
+    /// ];
+    /// assert!(matches!(Model::new("bad", layers, Residual::None), Err(ModelError::Structure(_))));
+    /// # Ok::<(), ModelError>(())
+    /// ```
     pub fn new(name: impl Into<String>, layers: Vec<Layer>, residual: Residual) -> Result<Model, ModelError> {
         Model::with_limits(name, layers, residual, &ModelLimits::default())
     }
@@ -274,6 +277,19 @@ impl Model {
     }
 
     /// A generated kernel as a model: one conv (3 -> 3r^2) and one pixel shuffle, no residual, named `init`.
+    ///
+    /// ```
+    /// use icnr_upscale::{Kernel, KernelParams, Layer, Model};
+    ///
+    /// let kernel = Kernel::generate(&KernelParams::default())?; // ICNR, scale 2, 3x3
+    /// let model = Model::from_kernel(&kernel);
+    /// assert_eq!((model.name(), model.scale(), model.macs_per_pixel()), ("init", 2, 12 * 3 * 3 * 3));
+    /// let [Layer::Conv2d(conv), Layer::PixelShuffle { upscale_factor: 2 }] = model.layers() else {
+    ///     panic!("one conv and one pixel shuffle")
+    /// };
+    /// assert_eq!(conv.weight().shape(), [12, 3, 3, 3]);
+    /// # Ok::<(), icnr_upscale::KernelError>(())
+    /// ```
     pub fn from_kernel(kernel: &Kernel) -> Model {
         let weight = Array4::from_shape_vec(kernel.weight_shape(), kernel.weight.clone())
             .expect("a validated kernel has weight_shape() values");
@@ -525,7 +541,7 @@ fn header(top: &mut Map<String, Value>) -> Result<Header, ModelError> {
     };
     let residual = match top.remove("residual") {
         None => Residual::None,
-        Some(Value::String(s)) => s.parse().map_err(|e| syntax(format!("residual: {e}")))?,
+        Some(Value::String(s)) => s.parse().map_err(|e: UnknownName| syntax(e.to_string()))?,
         Some(_) => return Err(syntax("residual: must be \"none\" or \"nearest\"".into())),
     };
     let description = match top.remove("description") {
@@ -812,7 +828,7 @@ fn validate(layers: &[Layer], limits: &ModelLimits) -> Result<u32, ModelError> {
             Layer::Relu | Layer::Tanh => {}
             Layer::PixelShuffle { upscale_factor: r } => {
                 let r = *r;
-                if !(MIN_SCALE..=MAX_SCALE).contains(&r) {
+                if !kernel::is_valid_scale(r) {
                     return Err(st(format!("layers[{i}]: upscale_factor must be {MIN_SCALE} to {MAX_SCALE}, got {r}")));
                 }
                 let want = MODEL_IN_CHANNELS * (r * r) as usize;

@@ -18,7 +18,6 @@
 //!   trained models existed. Otherwise it is the default trained model for `scale` (2 when absent); scales without
 //!   a trained model (5 to 8) use `init`.
 
-use std::fmt;
 use std::io::Write;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -30,6 +29,7 @@ use crate::engine::{Image, Options, OutRows, Upscaler};
 use crate::imageio::{self, Compression, DecodeLimits, EncodeStats, ImageError, RowUpscaler};
 use crate::kernel::{Init, Initializer, Kernel, KernelError, KernelParams};
 use crate::model::{Model, ModelError, ModelLimits};
+use crate::names::named_enum;
 
 /// The model name of the generated kernels.
 pub const INIT_MODEL: &str = "init";
@@ -47,31 +47,15 @@ const BUILTIN: &[(&str, bool, &str)] = &[
     ("subpixel-x4.json", false, include_str!("../models/subpixel-x4.json")),
 ];
 
-/// What kind of model a name is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    /// A network with learned weights (built in, registered or uploaded).
-    Trained,
-    /// The generated, untrained kernels (`init`).
-    Generated,
-    /// A classical resampler.
-    Baseline,
-}
-
-impl ModelKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelKind::Trained => "trained",
-            ModelKind::Generated => "generated",
-            ModelKind::Baseline => "baseline",
-        }
-    }
-}
-
-impl fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+named_enum! {
+    /// What kind of model a name is.
+    pub enum ModelKind ("kind") {
+        /// A network with learned weights (built in, registered or uploaded).
+        Trained = "trained",
+        /// The generated, untrained kernels (`init`).
+        Generated = "generated",
+        /// A classical resampler.
+        Baseline = "baseline",
     }
 }
 
@@ -559,6 +543,27 @@ pub struct Outcome {
 
 /// Decodes `bytes`, upscales them with `model` and streams the PNG into `out`. `should_stop` is polled between
 /// bands; when it returns true the run ends with `ImageError::Cancelled`.
+///
+/// ```
+/// use icnr_upscale::{pipeline, Compression, ModelLimits, ModelRequest, Options, Registry, RunLimits};
+///
+/// let mut png = std::io::Cursor::new(Vec::new());
+/// image::RgbImage::from_pixel(8, 6, image::Rgb([10, 20, 30])).write_to(&mut png, image::ImageFormat::Png)?;
+///
+/// // The model: here the default trained model for scale 3.
+/// let registry = Registry::builtin(Options::default());
+/// let request = ModelRequest { scale: Some(3), ..ModelRequest::default() };
+/// let model = registry.resolve(&request, None, &ModelLimits::default())?;
+/// assert_eq!(model.name(), "espcn-x3");
+///
+/// let limits = RunLimits { max_input_pixels: 1 << 20, max_output_pixels: 1 << 22 };
+/// let mut out = Vec::new();
+/// let outcome = pipeline::run(png.into_inner(), &model, &limits, Compression::Fast, &mut out, &|| false)?;
+/// assert_eq!(outcome.input, (8, 6));
+/// assert_eq!((outcome.stats.width, outcome.stats.height), (24, 18));
+/// assert!(out.starts_with(b"\x89PNG"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn run<W: Write, B: AsRef<[u8]>>(
     bytes: B,
     model: &Resolved,

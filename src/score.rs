@@ -1,4 +1,4 @@
-//! Checkerboard score (REFERENCE.md): how visible the r-periodic pattern of an upscaled image is.
+//! Checkerboard score (docs/MATHS.md): how visible the r-periodic pattern of an upscaled image is.
 //!
 //! For Y in [0, 1] and phases `(i, j)` in `[0, r)^2`: `m[c,i,j]` = mean of `Y[c, i::r, j::r]`, `mbar[c]` = mean of
 //! `m[c,·,·]`, score = `sqrt(mean_{c,i,j} (m - mbar)^2) / (mean_c std(Y[c]) + 1e-12)`, over R, G, B (alpha

@@ -1,4 +1,4 @@
-//! The scalar reference forward pass: a direct transcription of REFERENCE.md (Conv2d with zero padding k/2, then
+//! The scalar reference forward pass: a direct transcription of docs/MATHS.md (Conv2d with zero padding k/2, then
 //! PixelShuffle, then `round(clamp(y, 0, 1) * max)`), one output value at a time, taps skipped outside the image.
 //! Slow and obviously correct; the tests compare the fast core with it. [`upscale_model`] does the same for a
 //! whole [`Model`].

@@ -1,8 +1,7 @@
-//! The router ([`app`]), its shared state ([`AppState`]) and the outer middleware ([`observe`]): request id,
-//! request timeout, metrics and the one access-log line per request.
+//! The router ([`app`]) and the outer middleware ([`observe`]): request id, request timeout, metrics and the one
+//! access-log line per request.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
@@ -13,112 +12,16 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument as _;
 
+use super::body;
 use super::error::{ApiError, ErrorSlug};
 use super::handlers;
-use super::jobs::{panic_message, JobPool};
-use super::metrics::Metrics;
-use super::ServeArgs;
-use crate::model::{Model, ModelLimits};
-use crate::pipeline::Registry;
+use super::jobs::panic_message;
+use super::state::{AppState, JobDims};
 
 /// Request and response header carrying the request id.
 pub const X_REQUEST_ID: &str = "x-request-id";
 /// Longest caller-supplied request id kept; longer or odd ones are replaced by a new UUID.
 pub const MAX_REQUEST_ID_LEN: usize = 64;
-
-/// Every (method, path) the router serves; the OpenAPI test checks `openapi.yaml` against this list, and a test
-/// checks the live router answers each of them.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/"),
-    ("POST", "/upscale"),
-    ("GET", "/models"),
-    ("GET", "/models/{name}"),
-    ("GET", "/kernel"),
-    ("GET", "/healthz"),
-    ("GET", "/metrics"),
-    ("GET", "/openapi.yaml"),
-];
-
-/// `ROUTES` as text, for the 404 detail.
-pub fn route_list() -> String {
-    ROUTES.iter().map(|(m, p)| format!("{m} {p}")).collect::<Vec<_>>().join(", ")
-}
-
-/// The limits a request is checked against, parsed from [`ServeArgs`].
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub max_body_bytes: u64,
-    pub max_input_pixels: u64,
-    pub max_output_pixels: u64,
-    pub request_timeout: Duration,
-}
-
-/// Input and output dimensions of a finished job, put on the response for the access log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobDims {
-    pub input: (u32, u32),
-    pub output: (u32, u32),
-}
-
-/// The request id of the request being served (request extension).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-#[derive(Debug)]
-struct Shared {
-    config: Config,
-    jobs: JobPool,
-    metrics: Metrics,
-    /// The models this instance serves: the built-in ones plus `--model NAME=FILE`.
-    registry: Arc<Registry>,
-}
-
-/// State shared by every handler of one app instance. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl AppState {
-    /// The state for `args`. Panics if a `--model` file is invalid; [`AppState::try_new`] reports it instead.
-    pub fn new(args: &ServeArgs) -> AppState {
-        AppState::try_new(args).unwrap_or_else(|e| panic!("{e:#}"))
-    }
-
-    /// The state for `args`; fails when a `--model NAME=FILE` cannot be read or is not a valid model, or the
-    /// requested CPU path is not available.
-    pub fn try_new(args: &ServeArgs) -> anyhow::Result<AppState> {
-        let mut registry = Registry::builtin(args.engine_options()?);
-        for spec in &args.models {
-            let (name, file) = spec
-                .split_once('=')
-                .filter(|(n, f)| !n.is_empty() && !f.is_empty())
-                .ok_or_else(|| anyhow::anyhow!("--model {spec:?}: expected NAME=FILE"))?;
-            let model = Model::load_file(file, &ModelLimits::default())
-                .map_err(|e| anyhow::anyhow!("--model {name}={file}: {e}"))?;
-            registry.register(name, model).map_err(|e| anyhow::anyhow!("--model {name}={file}: {e}"))?;
-        }
-        let metrics = Metrics::new();
-        let config = Config {
-            max_body_bytes: args.max_body_bytes,
-            max_input_pixels: args.max_input_pixels,
-            max_output_pixels: args.max_output_pixels,
-            request_timeout: Duration::from_secs(args.request_timeout_secs),
-        };
-        let jobs = JobPool::new(args.max_concurrent_jobs, args.max_queue, metrics.clone());
-        Ok(AppState(Arc::new(Shared { config, jobs, metrics, registry: Arc::new(registry) })))
-    }
-    pub fn config(&self) -> &Config {
-        &self.0.config
-    }
-    pub fn jobs(&self) -> &JobPool {
-        &self.0.jobs
-    }
-    pub fn metrics(&self) -> &Metrics {
-        &self.0.metrics
-    }
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.0.registry
-    }
-}
 
 /// The whole service as a `Router`.
 pub fn app(state: AppState) -> Router {
@@ -152,21 +55,20 @@ fn panic_response(payload: Box<dyn std::any::Any + Send>) -> Response {
 
 /// Request id in, timeout around the handler, request id out, metrics and one access-log line.
 ///
-/// On timeout the handler future is dropped, which abandons its job (see [`super::jobs`]).
+/// On timeout the handler future is dropped, which abandons its job (see the `jobs` module).
 async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let request_id = request_id(req.headers());
     let method = method_label(req.method());
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let path = req.uri().path().chars().take(200).collect::<String>();
-    req.extensions_mut().insert(RequestId(request_id.clone()));
     // Only `POST /upscale` reads its body (and reads it away itself when it answers early). For every other
     // request, read any body away first, bounded, so the answer reaches a client still sending and the
     // connection stays usable; a body that cannot be read away in time closes the connection after the answer.
     let mut close = false;
     if !(route == "/upscale" && req.method() == Method::POST) {
-        let (parts, body) = req.into_parts();
-        close = !super::body::discard(body, state.config().max_body_bytes, super::body::DISCARD_TIME).await;
+        let (parts, unread) = req.into_parts();
+        close = !body::discard(unread, state.config().max_body_bytes, body::DISCARD_TIME).await;
         req = Request::from_parts(parts, axum::body::Body::empty());
     }
 
@@ -233,6 +135,9 @@ fn method_label(m: &Method) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use super::super::config::ServeArgs;
     use super::*;
 
     #[tokio::test]

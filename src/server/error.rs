@@ -152,7 +152,7 @@ impl ApiError {
             | ApiError::NoSuchModel(m)
             | ApiError::UnsupportedMediaType(m)
             | ApiError::DimensionsTooLarge(m) => m.clone(),
-            ApiError::NotFound => format!("no such route; routes: {}", super::app::route_list()),
+            ApiError::NotFound => format!("no such route; routes: {}", super::routes::route_list()),
             ApiError::MethodNotAllowed => {
                 "this route does not take this method; the Allow header lists the methods it takes".to_owned()
             }

@@ -11,11 +11,11 @@ use crate::kernel::{Kernel, KernelParams};
 use crate::model::ModelLimits;
 use crate::pipeline::{self, ModelKind, PipelineError, Registry, RunLimits, Weights};
 
-use super::app::{AppState, Config, JobDims};
 use super::body::{self, BodyKind, Upload};
 use super::error::ApiError;
 use super::jobs::{CancelFlag, JobError};
 use super::query::{self, UpscaleQuery};
+use super::state::{AppState, Config, JobDims};
 
 /// Response header carrying the checkerboard score of the output.
 pub const X_CHECKERBOARD_SCORE: &str = "x-checkerboard-score";

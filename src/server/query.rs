@@ -5,7 +5,7 @@
 //! bad value says what is valid.
 
 use crate::imageio::Compression;
-use crate::kernel::{Init, Initializer, KernelParams, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
+use crate::kernel::{self, Init, Initializer, KernelParams, MAX_KERNEL_SIZE, MAX_SCALE, MIN_SCALE};
 
 use super::error::ApiError;
 
@@ -15,13 +15,13 @@ pub const ALLOWED_UPSCALE_PARAMS: &[&str] =
 /// Query parameters of `GET /kernel`: the same without `compression`.
 pub const ALLOWED_KERNEL_PARAMS: &[&str] = &["scale", "kernel_size", "init", "initializer", "seed"];
 
-/// Accepted `init` values (`custom` is what a caller-supplied kernel is, never a parameter).
-pub const INIT_VALUES: &[&str] = &["icnr", "default", "plain"];
-/// Accepted `initializer` values.
-pub const INITIALIZER_VALUES: &[&str] =
-    &["kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "dirac"];
-/// Accepted `compression` values.
-pub const COMPRESSION_VALUES: &[&str] = &["fast", "balanced", "best"];
+/// Accepted `init` values: [`Init::GENERATED_NAMES`] (`custom` is what a caller-supplied kernel is, never a
+/// parameter).
+pub const INIT_VALUES: &[&str] = &Init::GENERATED_NAMES;
+/// Accepted `initializer` values: [`Initializer::NAMES`].
+pub const INITIALIZER_VALUES: &[&str] = Initializer::NAMES;
+/// Accepted `compression` values: [`Compression::NAMES`].
+pub const COMPRESSION_VALUES: &[&str] = Compression::NAMES;
 
 /// Longest parameter name or value quoted back in an error detail.
 const QUOTE_MAX: usize = 40;
@@ -89,12 +89,7 @@ pub fn parse_upscale(raw: Option<&str>) -> Result<UpscaleQuery, ApiError> {
             }
             q.model = Some(value);
         } else if name == "compression" {
-            q.compression = match value.as_str() {
-                "fast" => Compression::Fast,
-                "balanced" => Compression::Balanced,
-                "best" => Compression::Best,
-                _ => return Err(one_of("compression", COMPRESSION_VALUES, &value)),
-            };
+            q.compression = value.parse().map_err(|_| one_of("compression", COMPRESSION_VALUES, &value))?;
         } else {
             set_kernel_param(&mut q.kernel, &name, &value)?;
         }
@@ -117,7 +112,7 @@ fn set_kernel_param(q: &mut KernelQuery, name: &str, value: &str) -> Result<(), 
             q.scale = Some(
                 parse_digits(value)
                     .and_then(|v| u32::try_from(v).ok())
-                    .filter(|v| (MIN_SCALE..=MAX_SCALE).contains(v))
+                    .filter(|v| kernel::is_valid_scale(*v))
                     .ok_or_else(|| {
                         ApiError::BadQuery(format!(
                             "scale must be an integer from {MIN_SCALE} to {MAX_SCALE}, got {}",
@@ -130,7 +125,7 @@ fn set_kernel_param(q: &mut KernelQuery, name: &str, value: &str) -> Result<(), 
             q.kernel_size = Some(
                 parse_digits(value)
                     .and_then(|v| u32::try_from(v).ok())
-                    .filter(|v| v % 2 == 1 && *v <= MAX_KERNEL_SIZE)
+                    .filter(|v| kernel::is_valid_kernel_size(*v))
                     .ok_or_else(|| {
                         ApiError::BadQuery(format!(
                             "kernel_size must be an odd integer from 1 to {MAX_KERNEL_SIZE} ({}), got {}",
@@ -140,23 +135,9 @@ fn set_kernel_param(q: &mut KernelQuery, name: &str, value: &str) -> Result<(), 
                     })?,
             )
         }
-        "init" => {
-            q.init = Some(match value {
-                "icnr" => Init::Icnr,
-                "default" => Init::Default,
-                "plain" => Init::Plain,
-                _ => return Err(one_of("init", INIT_VALUES, value)),
-            })
-        }
+        "init" => q.init = Some(Init::parse_generated(value).map_err(|_| one_of("init", INIT_VALUES, value))?),
         "initializer" => {
-            q.initializer = Some(match value {
-                "kaiming_normal" => Initializer::KaimingNormal,
-                "kaiming_uniform" => Initializer::KaimingUniform,
-                "xavier_normal" => Initializer::XavierNormal,
-                "xavier_uniform" => Initializer::XavierUniform,
-                "dirac" => Initializer::Dirac,
-                _ => return Err(one_of("initializer", INITIALIZER_VALUES, value)),
-            })
+            q.initializer = Some(value.parse().map_err(|_| one_of("initializer", INITIALIZER_VALUES, value))?)
         }
         "seed" => {
             q.seed = Some(parse_digits(value).ok_or_else(|| {
@@ -319,6 +300,26 @@ mod tests {
         ] {
             let err = parse_upscale(Some(q)).unwrap_err();
             assert!(matches!(err, ApiError::BadQuery(_)), "{q}");
+        }
+    }
+
+    /// The accepted values are the enums' one spelling table, and each of them parses.
+    #[test]
+    fn accepted_values_are_the_enum_names() {
+        assert_eq!(INIT_VALUES, ["icnr", "default", "plain"]);
+        assert_eq!(INITIALIZER_VALUES, Initializer::NAMES);
+        assert_eq!(COMPRESSION_VALUES, Compression::NAMES);
+        for (i, name) in INIT_VALUES.iter().enumerate() {
+            assert_eq!(parse_kernel(Some(&format!("init={name}"))).unwrap().init, Some(Init::GENERATED[i]));
+        }
+        for (i, name) in INITIALIZER_VALUES.iter().enumerate() {
+            assert_eq!(
+                parse_kernel(Some(&format!("initializer={name}"))).unwrap().initializer,
+                Some(Initializer::ALL[i])
+            );
+        }
+        for (i, name) in COMPRESSION_VALUES.iter().enumerate() {
+            assert_eq!(parse_upscale(Some(&format!("compression={name}"))).unwrap().compression, Compression::ALL[i]);
         }
     }
 
