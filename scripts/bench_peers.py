@@ -22,7 +22,7 @@ the median over all timed iterations of all rounds, so a burst of load from else
 Run from the repository root with the development venv:
 
     cargo build --release
-    /work/venv/bin/python scripts/bench_peers.py            # all configurations of REFERENCE.md
+    /work/venv/bin/python scripts/bench_peers.py            # all configurations of the peer table
     /work/venv/bin/python scripts/bench_peers.py --quick    # 1024x1024, r=2, k=3 only
 
 Model mode (`--model PATH`, a model JSON or safetensors file of scripts/models.py's format): the whole network
@@ -53,7 +53,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-# (size, scale, kernel_size): the rows of the peer table in REFERENCE.md.
+# (size, scale, kernel_size): the rows of the peer timing table we were given.
 DEFAULT_CONFIGS = [(256, 2, 3), (1024, 2, 3), (2048, 2, 3), (1024, 4, 3)]
 # The configuration the targets of issue 2 are stated for.
 TARGET_CONFIG = (1024, 2, 3)
@@ -291,7 +291,7 @@ def main() -> int:
     ap.add_argument("--bin", default="target/release/icnr-upscale", help="icnr-upscale binary")
     ap.add_argument("--quick", action="store_true", help="only 1024x1024, r=2, k=3")
     ap.add_argument("--config", action="append", default=[], metavar="N:R:K",
-                    help="size:scale:kernel_size, repeatable (default: the REFERENCE.md rows)")
+                    help="size:scale:kernel_size, repeatable (default: the peer table rows)")
     ap.add_argument("--skip-ours", action="store_true", help="time only the peers")
     ap.add_argument("--json-out", help="also write every figure as JSON to this file")
     ap.add_argument("--model", help="model mode: a model JSON/safetensors file (see the module doc)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Quality of icnr-upscale's models against nearest, bicubic and Lanczos on the validation photographs.
 
-Metrics follow /work/shared/REFERENCE.md and the SR literature:
+Metrics follow docs/MATHS.md and the SR literature:
 - Y-PSNR: BT.601 luma `Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255` on 0..255 values (float64), shave r pixels
   from each border, `10 log10(255^2 / MSE)`.
 - SSIM on the same shaved Y: 11x11 Gaussian window, sigma 1.5, C1 = (0.01*255)^2, C2 = (0.03*255)^2, mean of the
@@ -68,7 +68,7 @@ def ssim_y(sr_uint8, hr_uint8, r) -> float:
 
 
 def checkerboard_score(y01: np.ndarray, r: int) -> float:
-    """REFERENCE.md's score for an output Y (HxWx3 float in [0,1]): r-periodic phase-mean spread / mean channel std."""
+    """docs/MATHS.md's score for an output Y (HxWx3 float in [0,1]): r-periodic phase-mean spread / mean channel std."""
     y = np.asarray(y01, dtype=np.float64)
     h, w = y.shape[0] - y.shape[0] % r, y.shape[1] - y.shape[1] % r
     y = y[:h, :w, :3]

@@ -7,7 +7,7 @@ batches (numpy default_rng(seed)), steps, optimiser and cosine schedule as scrip
 last conv differs: ICNR (kaiming_normal W0 [3, 16, 3, 3], repeat_interleave(4), zero bias) or PyTorch's default
 (kaiming_uniform(a=sqrt(5)) weight and U(+-1/sqrt(fan_in)) bias, per output channel).
 Pairs: with the nearest residual (as the built-in), and optionally without it (--no-residual-pair).
-At fixed steps it logs the mean validation Y-PSNR and the mean checkerboard score (REFERENCE.md) of the clamped
+At fixed steps it logs the mean validation Y-PSNR and the mean checkerboard score (docs/MATHS.md) of the clamped
 float outputs on the validation photos, writes assets/icnr-experiment.json and the figure
 assets/icnr-vs-default-training.png.
 
@@ -142,7 +142,7 @@ def main():
            "seed": a.seed, "steps": a.steps, "batch": a.batch, "lr_patch": a.patch, "scale": r,
            "optimizer": "Adam(lr=1e-3)", "lr_schedule": "cosine to 1e-5 over the steps", "loss": "L1",
            "data": [n for n, _ in train_set], "validation": [n for n, _ in val],
-           "checkerboard": "REFERENCE.md score of clamp(float output, 0, 1), colour channels, mean over validation",
+           "checkerboard": "docs/MATHS.md score of clamp(float output, 0, 1), colour channels, mean over validation",
            "baselines_val_y_psnr": base, "runs": []}
     for init, resid in configs:
         model = T.build("espcn", r, a.seed, init, residual=resid)

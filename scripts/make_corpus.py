@@ -20,7 +20,7 @@ Manifest (tests/corpus/manifest.json): a list of cases, each
   expect        for 200: output PNG width, height, channels (3 or 4; channels_any for a list), bit_depth (8/16),
                 icc (true if the output must carry an iCCP chunk)
   pixels        for 200: checks in output coordinates, {x, y, value: [...] (one per output channel), tol}
-Pixel checks use initializer=dirac: ICNR(dirac) is exact nearest-neighbour upscaling (REFERENCE.md), so
+Pixel checks use initializer=dirac: ICNR(dirac) is exact nearest-neighbour upscaling (docs/MATHS.md), so
 out[x, y] == in[x / r, y / r] for lossless inputs, and within a tolerance for JPEG and lossy WebP.
 """
 
