@@ -234,19 +234,24 @@ def run_model_mode(args) -> int:
             s["ours_min"].append(float(ours_json["min_ms"]))
     ceiling = sgemm_ceiling(torch, args.threads)
     med = {k: (statistics.median(v) if v else None) for k, v in s.items()}
+    # Fastest single call of each contender (ours: the fastest of its per-round minima), for machines whose
+    # 2-thread timings are bimodal (see BENCHMARKS.md); the medians are the headline.
+    mins = {"torch": min(s["torch"]), "ort": min(s["ort"]), "ours": min(s["ours_min"]) if s["ours_min"] else None}
     gfs = {k: (None if med[k] is None else gflop / (med[k] / 1e3)) for k in ("torch", "ort", "ours")}
     print()
-    print(f"| {model.name} {n}x{n}, {gflop:.2f} GFLOP, {args.threads} threads | median ms | GFLOP/s | % of sgemm |")
-    print("| --- | --- | --- | --- |")
+    print(f"| {model.name} {n}x{n}, {gflop:.2f} GFLOP, {args.threads} threads | median ms | min ms | GFLOP/s "
+          f"(median) | % of sgemm |")
+    print("| --- | --- | --- | --- | --- |")
     for k, label in (("torch", "PyTorch"), ("ort", "ONNX Runtime"), ("ours", "icnr-upscale")):
         pct = None if gfs[k] is None else 100.0 * gfs[k] / ceiling
-        print(f"| {label} | {fmt(med[k])} | {fmt(gfs[k], 0)} | {fmt(pct, 0)} |")
-    print(f"| sgemm 2048^3 (torch) | - | {ceiling:.0f} | 100 |")
+        print(f"| {label} | {fmt(med[k])} | {fmt(mins[k])} | {fmt(gfs[k], 0)} | {fmt(pct, 0)} |")
+    print(f"| sgemm 2048^3 (torch) | - | - | {ceiling:.0f} | 100 |")
     print()
     print(f"ORT / ours: {fx(ratio(med['ort'], med['ours']))} (target >= 1.2x); "
-          f"PyTorch / ours: {fx(ratio(med['torch'], med['ours']))} (target >= 3x)")
+          f"PyTorch / ours: {fx(ratio(med['torch'], med['ours']))} (target >= 3x); by the fastest call: "
+          f"ORT / ours {fx(ratio(mins['ort'], mins['ours']))}, PyTorch / ours {fx(ratio(mins['torch'], mins['ours']))}")
     print(json.dumps({"bench": "peers-model", "machine": info, "model": args.model, "size": n, "gflop": gflop,
-                      "median_ms": med, "gflops": gfs, "sgemm_gflops": ceiling, "ours": ours_json,
+                      "median_ms": med, "min_ms": mins, "gflops": gfs, "sgemm_gflops": ceiling, "ours": ours_json,
                       "ort_max_abs_err_vs_torch": err}))
     return 0
 

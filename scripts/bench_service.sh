@@ -55,7 +55,7 @@ trap cleanup EXIT
 if [[ "$SKIP_BUILD" != 1 ]]; then
     cargo build --release --bin icnr-upscale --example loadgen
 fi
-BIN=target/release/icnr-upscale
+BIN=${BIN:-target/release/icnr-upscale}
 LOADGEN=target/release/examples/loadgen
 
 IMG="$WORK/img512.png"
