@@ -1,4 +1,7 @@
 //! Helpers shared by the test binaries that include this module (`mod support;`).
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod paths;
 
 use std::io::Cursor;
 
