@@ -68,7 +68,8 @@ fn bench_core(c: &mut Criterion) {
                 if path != CpuPath::detect() && name == "general" {
                     continue;
                 }
-                let up = Upscaler::new(&kernel(r, k, tied), Options { path, allow_fast_path: fast });
+                let up =
+                    Upscaler::new(&kernel(r, k, tied), Options { path, allow_fast_path: fast, ..Options::default() });
                 g.bench_function(format!("{n}/r{r}/k{k}/{name}/{}", path.name()), |b| {
                     b.iter(|| pool.install(|| up.upscale_streaming(&img, discard).unwrap()))
                 });
@@ -99,7 +100,7 @@ fn fixed_iterations() -> bool {
     let threads = std::env::var("CORE_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool");
     let img = image(n);
-    let up = Upscaler::new(&kernel(r, k, tied), Options { path, allow_fast_path: fast });
+    let up = Upscaler::new(&kernel(r, k, tied), Options { path, allow_fast_path: fast, ..Options::default() });
     let mut times: Vec<f64> = (0..iters)
         .map(|_| {
             let t = std::time::Instant::now();
@@ -148,7 +149,8 @@ fn bench_model(c: &mut Criterion) {
     g.throughput(Throughput::Elements(512 * 512));
     for model in &models {
         for path in CpuPath::supported() {
-            let up = Upscaler::from_model(model, Options { path, allow_fast_path: true }).expect("engine");
+            let up = Upscaler::from_model(model, Options { path, allow_fast_path: true, ..Options::default() })
+                .expect("engine");
             g.bench_function(format!("model/{}/512/{}", model.name(), path.name()), |b| {
                 b.iter(|| pool.install(|| up.upscale_streaming(&img, |_| Ok::<(), Infallible>(())).unwrap()))
             });

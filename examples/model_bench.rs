@@ -56,7 +56,8 @@ fn main() {
     } else {
         Model::load_file(&model_arg, &ModelLimits::default()).expect("model")
     };
-    let up = Upscaler::from_model(&model, Options { path, allow_fast_path: true }).expect("engine");
+    let up =
+        Upscaler::from_model(&model, Options { path, allow_fast_path: true, ..Options::default() }).expect("engine");
     let mut s = 7u64;
     let samples = (0..n as usize * n as usize * 3).map(|_| splitmix(&mut s) as u8).collect();
     let img = Image { width: n, height: n, channels: 3, samples: Samples::U8(samples) };

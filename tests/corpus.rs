@@ -7,11 +7,15 @@
 //!
 //! The server runs in-process on 127.0.0.1:0; every request goes over real TCP.
 
-mod hostile;
+mod support;
 
-use hostile::{check_problem, client, corpus_file, png_info, png_pixels, small_png, TestServer};
 use icnr_upscale::server::ServeArgs;
 use serde::Deserialize;
+use support::http::{self, lossy};
+use support::images::{corpus_dir, corpus_file, small_png};
+use support::png::{png_info, png_pixels};
+use support::problem::{check_problem, detail};
+use support::server::{args, client, TestServer};
 
 #[derive(Debug, Deserialize)]
 struct Case {
@@ -66,9 +70,9 @@ async fn send(req: reqwest::RequestBuilder) -> Result<Answer, String> {
 /// (case-insensitive). Returns the detail.
 fn expect_problem(a: &Answer, status: &[u16], mention: &[&str]) -> Result<String, String> {
     if !status.contains(&a.status) {
-        return Err(format!("status {}, expected {status:?}; body: {}", a.status, hostile::lossy(&a.body)));
+        return Err(format!("status {}, expected {status:?}; body: {}", a.status, lossy(&a.body)));
     }
-    let detail = check_problem(a.status, a.content_type.as_deref(), &a.body)?;
+    let detail = detail(&check_problem(a.status, a.content_type.as_deref(), &a.body)?);
     let lower = detail.to_lowercase();
     for m in mention {
         if !lower.contains(&m.to_lowercase()) {
@@ -122,7 +126,7 @@ async fn run_case(c: &reqwest::Client, server: &TestServer, case: &Case) -> Resu
     eprintln!("{:<32} {} ({} bytes)", case.name, a.status, a.body.len());
     let allowed = case.status_any.clone().unwrap_or_else(|| vec![case.status.expect("status or status_any")]);
     if !allowed.contains(&a.status) {
-        return Err(format!("status {}, expected {allowed:?}; body: {}", a.status, hostile::lossy(&a.body)));
+        return Err(format!("status {}, expected {allowed:?}; body: {}", a.status, lossy(&a.body)));
     }
     if a.status == 200 {
         check_png(case, &a)
@@ -138,7 +142,7 @@ async fn assert_still_serving(c: &reqwest::Client, server: &TestServer) {
     let a = send(c.post(server.url("/upscale?scale=2")).header("content-type", "image/png").body(small_png()))
         .await
         .expect("upscale");
-    assert_eq!(a.status, 200, "a normal upscale after the corpus: {}", hostile::lossy(&a.body));
+    assert_eq!(a.status, 200, "a normal upscale after the corpus: {}", lossy(&a.body));
     let info = png_info(&a.body).expect("a PNG");
     assert_eq!((info.width, info.height), (128, 96));
     assert!(!server.is_finished(), "the server stopped");
@@ -148,10 +152,10 @@ async fn assert_still_serving(c: &reqwest::Client, server: &TestServer) {
 /// health and a normal upscale. All failures are collected and reported together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corpus_cases_answer_as_the_manifest_says() {
-    let manifest = std::fs::read(hostile::corpus_dir().join("manifest.json")).expect("manifest");
+    let manifest = std::fs::read(corpus_dir().join("manifest.json")).expect("manifest");
     let cases: Vec<Case> = serde_json::from_slice(&manifest).expect("manifest parses");
     assert!(cases.len() >= 60, "the corpus lost cases: {}", cases.len());
-    let server = TestServer::start(hostile::args()).await;
+    let server = TestServer::start(args()).await;
     let c = client();
     let mut failures = Vec::new();
     for case in &cases {
@@ -208,7 +212,7 @@ async fn bad_query_values_are_400_naming_the_problem() {
         ("compression=", &["compression"]),
         ("compression=fast&compression=best", &["compression"]),
     ];
-    let server = TestServer::start(hostile::args()).await;
+    let server = TestServer::start(args()).await;
     let c = client();
     let mut failures = Vec::new();
     for (q, mention) in bad.iter().chain(upscale_only) {
@@ -282,7 +286,7 @@ fn nested(shape: &[usize], v: &str) -> String {
 /// what is wrong; a kernel that contradicts `scale` or `kernel_size` is a 400; a good kernel is a 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_kernel_json_is_400() {
-    let server = TestServer::start(hostile::args()).await;
+    let server = TestServer::start(args()).await;
     let c = client();
     let w_r2k1 = nested(&[12, 3, 1, 1], "0.1");
     let good = format!("{{\"weight\":{w_r2k1}}}");
@@ -363,7 +367,7 @@ async fn bad_kernel_json_is_400() {
             Ok(i) if (i.width, i.height) == (128, 96) => {}
             other => failures.push(format!("good kernel: {other:?}")),
         },
-        Ok(a) => failures.push(format!("good kernel: status {}: {}", a.status, hostile::lossy(&a.body))),
+        Ok(a) => failures.push(format!("good kernel: status {}: {}", a.status, lossy(&a.body))),
         Err(e) => failures.push(format!("good kernel: {e}")),
     }
     assert_still_serving(&c, &server).await;
@@ -371,42 +375,12 @@ async fn bad_kernel_json_is_400() {
     assert!(failures.is_empty(), "{} kernel JSON checks failed:\n{}", failures.len(), failures.join("\n"));
 }
 
-/// Reads one HTTP/1.1 response from a raw socket after sending `head` and up to `body_bytes` of body; the body is
-/// streamed in chunks so the server can answer before it has all been sent. Returns the status and the body.
-async fn raw_upload(
-    addr: std::net::SocketAddr,
-    head: &str,
-    body_bytes: usize,
-) -> Result<(u16, Vec<u8>, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-    let chunk = vec![0u8; 64 * 1024];
-    let mut sent = 0;
-    // The server may answer 413 and close before the body is all sent: stop writing at the first error.
-    while sent < body_bytes {
-        let n = chunk.len().min(body_bytes - sent);
-        if s.write_all(&chunk[..n]).await.is_err() {
-            break;
-        }
-        sent += n;
-    }
-    let mut buf = Vec::new();
-    // A liveness bound, not a timing check: the answer normally comes in milliseconds.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(120), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (headers, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no response: {text:?}"))?;
-    let status =
-        headers.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status line: {headers:?}"))?;
-    Ok((status, body.as_bytes().to_vec(), headers.to_lowercase()))
-}
-
 /// Bodies over `--max-body-bytes` are 413 problem+json, declared (`Content-Length`) or not (chunked, multipart),
 /// at a small limit and at the default 32 MiB; the service keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_are_413() {
     const LIMIT: u64 = 256 * 1024;
-    let small = TestServer::start(ServeArgs { max_body_bytes: LIMIT, ..hostile::args() }).await;
+    let small = TestServer::start(ServeArgs { max_body_bytes: LIMIT, ..args() }).await;
     let c = client();
     let mut failures = Vec::new();
     let over = |n: u64| {
@@ -425,22 +399,21 @@ async fn bodies_over_the_limit_are_413() {
         "POST /upscale HTTP/1.1\r\nhost: x\r\ncontent-type: image/png\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         LIMIT + 1
     );
-    match raw_upload(small.addr, &head, LIMIT as usize + 1).await {
-        Ok((413, body, headers)) => {
-            let ct = headers.lines().find_map(|l| l.strip_prefix("content-type: ")).map(str::to_owned);
-            if let Err(e) = check_problem(413, ct.as_deref(), &body) {
+    match http::send_streamed(small.addr, &head, LIMIT as usize + 1).await {
+        Ok(a) if a.status == 413 => {
+            if let Err(e) = check_problem(413, a.header("content-type"), &a.body) {
                 failures.push(format!("content-length over: {e}"));
             }
         }
-        Ok((s, body, _)) => failures.push(format!("content-length over: status {s}: {}", hostile::lossy(&body))),
+        Ok(a) => failures.push(format!("content-length over: status {}: {}", a.status, lossy(&a.body))),
         Err(e) => failures.push(format!("content-length over: {e}")),
     }
     // Declared length of 1 TB: answered at once from the header.
     let head = "POST /upscale HTTP/1.1\r\nhost: x\r\ncontent-type: image/png\r\ncontent-length: 1000000000000\r\n\
                 connection: close\r\n\r\n";
-    match raw_upload(small.addr, head, 1024).await {
-        Ok((413, _, _)) => {}
-        Ok((s, body, _)) => failures.push(format!("content-length 1 TB: status {s}: {}", hostile::lossy(&body))),
+    match http::send_streamed(small.addr, head, 1024).await {
+        Ok(a) if a.status == 413 => {}
+        Ok(a) => failures.push(format!("content-length 1 TB: status {}: {}", a.status, lossy(&a.body))),
         Err(e) => failures.push(format!("content-length 1 TB: {e}")),
     }
     // Chunked (no Content-Length): the limit applies to what arrives.
@@ -460,9 +433,11 @@ async fn bodies_over_the_limit_are_413() {
             }
             let _ = s.write_all(b"0\r\n\r\n").await;
             let mut buf = Vec::new();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(120), s.read_to_end(&mut buf)).await;
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            text.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status: {text:?}"))
+            let _ = tokio::time::timeout(http::BOUND, s.read_to_end(&mut buf)).await;
+            match http::status_of(&buf) {
+                0 => Err(format!("no status: {:?}", lossy(&buf))),
+                status => Ok(status),
+            }
         }
         .await;
         match result {
@@ -485,15 +460,15 @@ async fn bodies_over_the_limit_are_413() {
     small.shutdown().await.expect("clean shutdown");
 
     // The default limit, 32 MiB: one byte over.
-    let server = TestServer::start(hostile::args()).await;
+    let server = TestServer::start(args()).await;
     let n = 32 * 1024 * 1024 + 1;
     let head = format!(
         "POST /upscale HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: {n}\r\n\
          connection: close\r\n\r\n"
     );
-    match raw_upload(server.addr, &head, n).await {
-        Ok((413, _, _)) => {}
-        Ok((s, body, _)) => failures.push(format!("32 MiB + 1: status {s}: {}", hostile::lossy(&body))),
+    match http::send_streamed(server.addr, &head, n).await {
+        Ok(a) if a.status == 413 => {}
+        Ok(a) => failures.push(format!("32 MiB + 1: status {}: {}", a.status, lossy(&a.body))),
         Err(e) => failures.push(format!("32 MiB + 1: {e}")),
     }
     assert_still_serving(&c, &server).await;
@@ -506,7 +481,7 @@ async fn bodies_over_the_limit_are_413() {
 /// still unambiguous), never a 5xx, and the service keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_multipart_bodies_get_clear_answers() {
-    let server = TestServer::start(hostile::args()).await;
+    let server = TestServer::start(args()).await;
     let c = client();
     let png = small_png();
     let part = |name: &str, filename: Option<&str>, ct: &str, data: &[u8]| -> Vec<u8> {

@@ -5,9 +5,12 @@
 //! Kernels are built directly as `Kernel { .. }` from a small deterministic generator (SplitMix64), so these tests
 //! do not depend on the kernel module's initialisers.
 
+mod support;
+
 use icnr_upscale::engine::{reference, CpuPath, Image, Options, OutRows, RowSamples, Samples, Upscaler};
 use icnr_upscale::kernel::{Init, Initializer, Kernel};
 use icnr_upscale::score::{checkerboard_score, ScoreAccumulator};
+use support::paths::{every_path, PathsRan};
 
 /// SplitMix64: a tiny, stable generator for test data.
 struct Rng(u64);
@@ -82,10 +85,17 @@ fn diff(a: &Image, b: &Image) -> (u32, usize) {
     a.iter().zip(&b).fold((0, 0), |(m, n), (&x, &y)| (m.max(x.abs_diff(y)), n + (x != y) as usize))
 }
 
-fn run(kernel: &Kernel, img: &Image, path: CpuPath, fast: bool) -> Image {
-    let up = Upscaler::new(kernel, Options { path, allow_fast_path: fast });
-    assert_eq!(up.path(), path);
+/// Runs `opts`'s kernels, with the fast path allowed or not.
+fn run(kernel: &Kernel, img: &Image, opts: Options, fast: bool) -> Image {
+    let opts = Options { allow_fast_path: fast, ..opts };
+    let up = Upscaler::new(kernel, opts);
+    assert_eq!((up.path(), up.path_name()), (opts.path, opts.path_name()));
     up.upscale(img)
+}
+
+/// The options of one path (fast path allowed).
+fn on(path: CpuPath) -> Options {
+    Options { path, ..Options::default() }
 }
 
 /// (r, k, width, height, channels, depth): odd sizes, every k and r, 8/16-bit, 1-4 channels; a few wide enough for
@@ -105,19 +115,23 @@ fn cases() -> Vec<(u32, u32, u32, u32, u8, u8)> {
     v
 }
 
-/// Every supported CPU path agrees with the portable path within 1 LSB, on general and fast paths.
+/// Every supported CPU path (AVX-512 with and without VBMI) agrees with the portable path within 1 LSB, on
+/// general and fast paths.
 #[test]
 fn every_path_matches_portable_within_1_lsb() {
+    let mut ran = PathsRan::new("every_path_matches_portable_within_1_lsb");
     let mut rng = Rng(1);
     for (r, k, w, h, ch, depth) in cases() {
         let img = random_image(&mut rng, w, h, ch, depth);
         for tied in [false, true] {
             let kernel = random_kernel(&mut rng, r, k, tied);
-            let want = run(&kernel, &img, CpuPath::Portable, true);
-            for path in CpuPath::supported() {
-                let got = run(&kernel, &img, path, true);
+            let want = run(&kernel, &img, on(CpuPath::Portable), true);
+            for opts in every_path(true) {
+                let got = run(&kernel, &img, opts, true);
                 let (max, _) = diff(&got, &want);
-                assert!(max <= 1, "{path:?} r={r} k={k} {w}x{h}x{ch} {depth}-bit tied={tied}: max diff {max}");
+                let name = opts.path_name();
+                assert!(max <= 1, "{name} r={r} k={k} {w}x{h}x{ch} {depth}-bit tied={tied}: max diff {max}");
+                ran.add(&opts);
             }
         }
     }
@@ -126,16 +140,19 @@ fn every_path_matches_portable_within_1_lsb() {
 /// With a tied kernel the ICNR fast path is bit-identical to the general path, on every CPU path.
 #[test]
 fn fast_path_is_bit_identical_to_general_path() {
+    let mut ran = PathsRan::new("fast_path_is_bit_identical_to_general_path");
     let mut rng = Rng(2);
     for (r, k, w, h, ch, depth) in cases() {
         let img = random_image(&mut rng, w, h, ch, depth);
         let kernel = random_kernel(&mut rng, r, k, true);
-        for path in CpuPath::supported() {
-            let general = Upscaler::new(&kernel, Options { path, allow_fast_path: false });
-            let fast = Upscaler::new(&kernel, Options { path, allow_fast_path: true });
+        for opts in every_path(true) {
+            let general = Upscaler::new(&kernel, Options { allow_fast_path: false, ..opts });
+            let fast = Upscaler::new(&kernel, opts);
             assert!(!general.uses_fast_path() && fast.uses_fast_path());
             let (g, f) = (general.upscale(&img), fast.upscale(&img));
-            assert!(g == f, "{path:?} r={r} k={k} {w}x{h}x{ch} {depth}-bit: differ at {:?} samples", diff(&g, &f));
+            let name = opts.path_name();
+            assert!(g == f, "{name} r={r} k={k} {w}x{h}x{ch} {depth}-bit: differ at {:?} samples", diff(&g, &f));
+            ran.add(&opts);
         }
     }
 }
@@ -147,22 +164,25 @@ fn untied_kernel_uses_general_path() {
     assert!(!Upscaler::new(&kernel, Options::default()).uses_fast_path());
 }
 
-/// The fast core (best path and portable) agrees with the scalar reference within 1 LSB, and almost everywhere
+/// The fast core (every supported path) agrees with the scalar reference within 1 LSB, and almost everywhere
 /// exactly (differences come only from float summation order at rounding ties).
 #[test]
 fn core_matches_scalar_reference() {
+    let mut ran = PathsRan::new("core_matches_scalar_reference");
     let mut rng = Rng(4);
     for (r, k, w, h, ch, depth) in cases().into_iter().step_by(3) {
         let img = random_image(&mut rng, w, h, ch, depth);
         for tied in [false, true] {
             let kernel = random_kernel(&mut rng, r, k, tied);
             let want = reference::upscale(&kernel, &img);
-            for path in [CpuPath::detect(), CpuPath::Portable] {
-                let got = run(&kernel, &img, path, true);
+            for opts in every_path(true) {
+                let got = run(&kernel, &img, opts, true);
                 let (max, n) = diff(&got, &want);
                 let total = samples_u32(&want).len();
-                assert!(max <= 1, "{path:?} r={r} k={k} {w}x{h}x{ch} {depth}-bit: max diff {max}");
-                assert!(n * 100 <= total, "{path:?} r={r} k={k}: {n} of {total} samples differ");
+                let name = opts.path_name();
+                assert!(max <= 1, "{name} r={r} k={k} {w}x{h}x{ch} {depth}-bit: max diff {max}");
+                assert!(n * 100 <= total, "{name} r={r} k={k}: {n} of {total} samples differ");
+                ran.add(&opts);
             }
         }
     }
@@ -171,23 +191,26 @@ fn core_matches_scalar_reference() {
 /// A tied kernel makes every r x r output block uniform (ICNR's defining property).
 #[test]
 fn tied_kernel_gives_uniform_blocks() {
+    let mut ran = PathsRan::new("tied_kernel_gives_uniform_blocks");
     let mut rng = Rng(5);
     for (r, k, w, h, ch, depth) in cases() {
         let img = random_image(&mut rng, w, h, ch, depth);
         let kernel = random_kernel(&mut rng, r, k, true);
-        for path in CpuPath::supported() {
+        for opts in every_path(true) {
+            let path = opts.path_name();
             for fast in [false, true] {
-                let out = run(&kernel, &img, path, fast);
+                let out = run(&kernel, &img, opts, fast);
                 let s = samples_u32(&out);
                 let (ow, nc, r) = (out.width as usize, out.channels as usize, r as usize);
                 for (idx, &v) in s.iter().enumerate() {
                     let (px, c) = (idx / nc, idx % nc);
                     let (x, y) = (px % ow, px / ow);
                     let corner = ((y - y % r) * ow + (x - x % r)) * nc + c;
-                    assert_eq!(v, s[corner], "{path:?} fast={fast} r={r} k={k} at ({x},{y}) c={c}");
+                    assert_eq!(v, s[corner], "{path} fast={fast} r={r} k={k} at ({x},{y}) c={c}");
                 }
                 assert_eq!(checkerboard_score(&out, r as u32), 0.0);
             }
+            ran.add(&opts);
         }
     }
 }
@@ -195,21 +218,24 @@ fn tied_kernel_gives_uniform_blocks() {
 /// Alpha is not convolved: output alpha at (x, y) is input alpha at (x / r, y / r), bit depth kept.
 #[test]
 fn alpha_is_nearest_neighbour() {
+    let mut ran = PathsRan::new("alpha_is_nearest_neighbour");
     let mut rng = Rng(6);
     for (ch, depth, r) in [(4u8, 8u8, 2u32), (2, 16, 3), (4, 16, 5), (2, 8, 8)] {
         let img = random_image(&mut rng, 11, 6, ch, depth);
         let kernel = random_kernel(&mut rng, r, 3, false);
-        for path in CpuPath::supported() {
-            let out = run(&kernel, &img, path, true);
+        for opts in every_path(true) {
+            let path = opts.path_name();
+            let out = run(&kernel, &img, opts, true);
             assert_eq!((out.channels, out.bit_depth()), (4, depth));
             let (si, so) = (samples_u32(&img), samples_u32(&out));
             for y in 0..out.height as usize {
                 for x in 0..out.width as usize {
                     let a_out = so[(y * out.width as usize + x) * 4 + 3];
                     let a_in = si[((y / r as usize) * 11 + x / r as usize) * ch as usize + ch as usize - 1];
-                    assert_eq!(a_out, a_in, "{path:?} ch={ch} at ({x},{y})");
+                    assert_eq!(a_out, a_in, "{path} ch={ch} at ({x},{y})");
                 }
             }
+            ran.add(&opts);
         }
     }
 }
@@ -222,8 +248,10 @@ fn gray_equals_rgb_with_equal_channels() {
     let Samples::U8(g) = &gray.samples else { unreachable!() };
     let rgb = Image { channels: 3, samples: Samples::U8(g.iter().flat_map(|&v| [v, v, v]).collect()), ..gray.clone() };
     let kernel = random_kernel(&mut rng, 3, 5, false);
-    for path in CpuPath::supported() {
-        assert_eq!(run(&kernel, &gray, path, true), run(&kernel, &rgb, path, true), "{path:?}");
+    let mut ran = PathsRan::new("gray_equals_rgb_with_equal_channels");
+    for opts in every_path(true) {
+        assert_eq!(run(&kernel, &gray, opts, true), run(&kernel, &rgb, opts, true), "{}", opts.path_name());
+        ran.add(&opts);
     }
 }
 
@@ -350,7 +378,7 @@ fn score_matches_direct_formula() {
 fn score_of_untied_output_is_positive_and_constant_image_zero() {
     let mut rng = Rng(12);
     let img = random_image(&mut rng, 40, 30, 3, 8);
-    let out = run(&random_kernel(&mut rng, 2, 3, false), &img, CpuPath::detect(), true);
+    let out = run(&random_kernel(&mut rng, 2, 3, false), &img, Options::default(), true);
     assert!(checkerboard_score(&out, 2) > 0.01);
     let flat = Image { width: 4, height: 4, channels: 3, samples: Samples::U8(vec![77; 48]) };
     assert_eq!(checkerboard_score(&flat, 2), 0.0);
@@ -365,13 +393,46 @@ fn repeated_calls_with_changing_geometry_are_independent() {
     let b_img = random_image(&mut rng, 29, 40, 4, 8);
     let a_k = random_kernel(&mut rng, 2, 5, false);
     let b_k = random_kernel(&mut rng, 3, 3, false);
-    for path in CpuPath::supported() {
-        let a1 = run(&a_k, &a_img, path, true);
-        let b1 = run(&b_k, &b_img, path, true);
-        let a2 = run(&a_k, &a_img, path, true);
-        let b2 = run(&b_k, &b_img, path, true);
-        assert!(a1 == a2 && b1 == b2, "{path:?}");
+    let mut ran = PathsRan::new("repeated_calls_with_changing_geometry_are_independent");
+    for opts in every_path(true) {
+        let a1 = run(&a_k, &a_img, opts, true);
+        let b1 = run(&b_k, &b_img, opts, true);
+        let a2 = run(&a_k, &a_img, opts, true);
+        let b2 = run(&b_k, &b_img, opts, true);
+        assert!(a1 == a2 && b1 == b2, "{}", opts.path_name());
         assert!(diff(&a1, &reference::upscale(&a_k, &a_img)).0 <= 1);
         assert!(diff(&b1, &reference::upscale(&b_k, &b_img)).0 <= 1);
+        ran.add(&opts);
+    }
+}
+
+/// On a CPU with AVX-512 VBMI, `avx512` runs the VBMI kernels (fused 8-bit fast path, byte-permute load and
+/// interleave) and `avx512-novbmi` the others; both give the same bytes, on the fast and the general path, 8 and 16
+/// bits, with and without alpha.
+#[test]
+fn avx512_with_and_without_vbmi_are_bit_identical() {
+    let with = Options::forced("avx512").expect("a path name");
+    let without = Options::forced(icnr_upscale::engine::AVX512_NO_VBMI).expect("a path name");
+    if !with.uses_vbmi() {
+        let why = if with.is_supported() { "this CPU lacks avx512vbmi" } else { "not supported by this CPU" };
+        support::paths::report(&format!(
+            "SKIP path avx512 in engine::avx512_with_and_without_vbmi_are_bit_identical: {why}"
+        ));
+        return;
+    }
+    assert!(!without.uses_vbmi() && without.is_supported());
+    let mut rng = Rng(14);
+    for (r, k, w, h, ch, depth) in cases() {
+        let img = random_image(&mut rng, w, h, ch, depth);
+        for tied in [false, true] {
+            let kernel = random_kernel(&mut rng, r, k, tied);
+            for fast in [false, true] {
+                let a = Upscaler::new(&kernel, Options { allow_fast_path: fast, ..with });
+                let b = Upscaler::new(&kernel, Options { allow_fast_path: fast, ..without });
+                assert_eq!((a.path_name(), b.path_name()), ("avx512", "avx512-novbmi"));
+                let (x, y) = (a.upscale(&img), b.upscale(&img));
+                assert!(x == y, "r={r} k={k} {w}x{h}x{ch} {depth}-bit tied={tied} fast={fast}: {:?}", diff(&x, &y));
+            }
+        }
     }
 }

@@ -3,8 +3,11 @@
 //! Expected numbers come from PyTorch's definitions (torch/nn/init.py distributions, ICNR tying with
 //! `repeat_interleave`, PixelShuffle) or from exact properties; the one pinned vector is a regression guard.
 
-use icnr_upscale::engine::{CpuPath, Image, Options, Samples, Upscaler};
+mod support;
+
+use icnr_upscale::engine::{Image, Options, Samples, Upscaler};
 use icnr_upscale::kernel::{Init, Initializer, Kernel, KernelError, KernelParams, IN_CHANNELS, MAX_KERNEL_BYTES};
+use support::paths::{every_path, PathsRan};
 
 const RANDOM_INITIALIZERS: [Initializer; 4] =
     [Initializer::KaimingNormal, Initializer::KaimingUniform, Initializer::XavierNormal, Initializer::XavierUniform];
@@ -270,13 +273,15 @@ fn sample(img: &Image, i: usize) -> u32 {
 /// CPU path, fast path or not, 8 and 16 bit, with and without alpha (gray is expanded to RGB).
 #[test]
 fn icnr_dirac_is_nearest_neighbour() {
+    let mut ran = PathsRan::new("icnr_dirac_is_nearest_neighbour");
     for (r, ks) in [(2u32, 3u32), (3, 1), (4, 5)] {
         let k = gen(params(r, ks, Init::Icnr, Initializer::Dirac, 0));
         for (channels, sixteen) in [(3u8, false), (4, true), (1, false), (2, true)] {
             let img = random_image(11, 7, channels, sixteen, u64::from(r + ks));
-            for path in CpuPath::supported() {
+            for opts in every_path(true) {
+                let path = opts.path_name();
                 for allow_fast_path in [true, false] {
-                    let out = Upscaler::new(&k, Options { path, allow_fast_path }).upscale(&img);
+                    let out = Upscaler::new(&k, Options { allow_fast_path, ..opts }).upscale(&img);
                     assert_eq!((out.width, out.height), (11 * r, 7 * r));
                     let oc = out.channels as usize;
                     let ic = channels as usize;
@@ -294,12 +299,13 @@ fn icnr_dirac_is_nearest_neighbour() {
                                 assert_eq!(
                                     sample(&out, (y * out.width as usize + x) * oc + c),
                                     sample(&img, src * ic + sc),
-                                    "r={r} k={ks} ch={channels} {path:?} fast={allow_fast_path} at ({x},{y},{c})"
+                                    "r={r} k={ks} ch={channels} {path} fast={allow_fast_path} at ({x},{y},{c})"
                                 );
                             }
                         }
                     }
                 }
+                ran.add(&opts);
             }
         }
     }
@@ -308,6 +314,7 @@ fn icnr_dirac_is_nearest_neighbour() {
 /// Every r x r output block is uniform for an ICNR kernel (tied weight and zero bias), any initializer.
 #[test]
 fn icnr_blocks_are_uniform() {
+    let mut ran = PathsRan::new("icnr_blocks_are_uniform");
     for (r, ks, initializer) in [
         (2u32, 3u32, Initializer::KaimingNormal),
         (3, 5, Initializer::XavierUniform),
@@ -315,19 +322,21 @@ fn icnr_blocks_are_uniform() {
     ] {
         let k = gen(params(r, ks, Init::Icnr, initializer, 9));
         let img = random_image(9, 13, 3, false, 5);
-        for path in CpuPath::supported() {
+        for opts in every_path(true) {
             for allow_fast_path in [true, false] {
-                let out = Upscaler::new(&k, Options { path, allow_fast_path }).upscale(&img);
+                let out = Upscaler::new(&k, Options { allow_fast_path, ..opts }).upscale(&img);
                 let (w, r) = (out.width as usize, r as usize);
                 for y in 0..out.height as usize {
                     for x in 0..w {
                         for c in 0..3 {
                             let corner = ((y - y % r) * w + (x - x % r)) * 3 + c;
-                            assert_eq!(sample(&out, (y * w + x) * 3 + c), sample(&out, corner));
+                            let (got, want) = (sample(&out, (y * w + x) * 3 + c), sample(&out, corner));
+                            assert_eq!(got, want, "{} fast={allow_fast_path} at ({x},{y},{c})", opts.path_name());
                         }
                     }
                 }
             }
+            ran.add(&opts);
         }
     }
 }

@@ -16,6 +16,8 @@
 //! summation orders, tanh) reach it far more often, so there at least 99% of samples must be exact (99.3% or more
 //! measured).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use icnr_upscale::engine::{
@@ -25,6 +27,7 @@ use icnr_upscale::kernel::{Init, Initializer, Kernel, KernelParams};
 use icnr_upscale::model::{Conv2d, Layer, Model, ModelLimits, Residual};
 use ndarray::{Array1, Array4};
 use serde_json::Value;
+use support::paths::{every_path, PathsRan};
 
 /// SplitMix64, for deterministic test data.
 struct Rng(u64);
@@ -177,17 +180,17 @@ fn fixtures() -> Vec<Fixture> {
 fn fixtures_match_pytorch_on_every_path() {
     let fx = fixtures();
     assert!(fx.len() >= 8, "fixtures missing: run scripts/make_model_fixtures.py");
-    let paths = CpuPath::supported();
-    println!("paths run: {}", paths.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "));
+    let mut ran = PathsRan::new("fixtures_match_pytorch_on_every_path");
+    let paths = every_path(true);
     let mut worst = 1.0f64;
     let mut n_cases = 0;
     for f in &fx {
-        for path in &paths {
-            let up = Upscaler::from_model(&f.model, Options { path: *path, allow_fast_path: true }).unwrap();
-            assert_eq!(up.path(), *path);
+        for opts in &paths {
+            let up = Upscaler::from_model(&f.model, *opts).unwrap();
+            assert_eq!((up.path(), up.path_name()), (opts.path, opts.path_name()));
             for (label, input, expected) in &f.cases {
                 let got = up.try_upscale(input).unwrap();
-                let what = format!("{}/{label}/{}", f.name, path.name());
+                let what = format!("{}/{label}/{}", f.name, opts.path_name());
                 let exact = assert_parity(&what, &got, expected);
                 if exact < 1.0 {
                     println!("{what}: {:.4}% exact", 100.0 * exact);
@@ -195,6 +198,7 @@ fn fixtures_match_pytorch_on_every_path() {
                 worst = worst.min(exact);
                 n_cases += 1;
             }
+            ran.add(opts);
         }
     }
     println!("{n_cases} fixture cases on {} paths; worst exact fraction {:.4}%", paths.len(), 100.0 * worst);
@@ -203,6 +207,7 @@ fn fixtures_match_pytorch_on_every_path() {
 /// Random models (every op, every k, r 2..4) on odd sizes match the scalar f32 reference on every path.
 #[test]
 fn random_models_match_scalar_reference_on_every_path() {
+    let mut ran = PathsRan::new("random_models_match_scalar_reference_on_every_path");
     let mut rng = Rng(11);
     let models = [
         random_model(1, 2, &[(8, 5, "tanh"), (6, 3, "relu")], 3, Residual::Nearest),
@@ -215,10 +220,11 @@ fn random_models_match_scalar_reference_on_every_path() {
         for (w, h, ch, depth) in [(13u32, 9u32, 3u8, 8u8), (5, 7, 4, 8), (31, 3, 1, 8), (9, 11, 2, 16), (1, 1, 3, 8)] {
             let img = random_image(&mut rng, w, h, ch, depth);
             let want = reference::upscale_model(model, &img);
-            for path in CpuPath::supported() {
-                let up = Upscaler::from_model(model, Options { path, allow_fast_path: true }).unwrap();
+            for opts in every_path(true) {
+                let up = Upscaler::from_model(model, opts).unwrap();
                 let got = up.upscale(&img);
-                assert_parity(&format!("model {m}, {w}x{h}x{ch}/{depth}, {}", path.name()), &got, &want);
+                assert_parity(&format!("model {m}, {w}x{h}x{ch}/{depth}, {}", opts.path_name()), &got, &want);
+                ran.add(&opts);
             }
         }
     }
@@ -228,21 +234,23 @@ fn random_models_match_scalar_reference_on_every_path() {
 /// with the ICNR fast path for a tied kernel.
 #[test]
 fn single_conv_model_is_bit_identical_to_kernel_engine() {
+    let mut ran = PathsRan::new("single_conv_model_is_bit_identical_to_kernel_engine");
     let mut rng = Rng(5);
     for (r, k, tied) in [(2u32, 3u32, false), (3, 5, true), (4, 1, false)] {
         let init = if tied { Init::Icnr } else { Init::Default };
         let params = KernelParams { scale: r, kernel_size: k, init, initializer: Initializer::KaimingNormal, seed: 7 };
         let kernel = Kernel::generate(&params).unwrap();
         let model = Model::from_kernel(&kernel);
-        for path in CpuPath::supported() {
-            let opts = Options { path, allow_fast_path: true };
+        for opts in every_path(true) {
             let a = Upscaler::from_model(&model, opts).unwrap();
             let b = Upscaler::new(&kernel, opts);
             assert_eq!(a.uses_fast_path(), b.uses_fast_path());
             assert_eq!(a.uses_fast_path(), tied);
             assert_eq!(a.flops(10, 10), b.flops(10, 10));
+            assert_eq!((a.path_name(), b.path_name()), (opts.path_name(), opts.path_name()));
             let img = random_image(&mut rng, 37, 21, 4, 8);
-            assert_eq!(a.upscale(&img), b.upscale(&img), "r{r} k{k} {}", path.name());
+            assert_eq!(a.upscale(&img), b.upscale(&img), "r{r} k{k} {}", opts.path_name());
+            ran.add(&opts);
         }
     }
 }
@@ -257,11 +265,13 @@ fn output_identical_across_thread_counts() {
     let model = espcn_like(9);
     let mut rng = Rng(3);
     let img = random_image(&mut rng, 301, 257, 3, 8);
-    for path in CpuPath::supported() {
-        let up = Upscaler::from_model(&model, Options { path, allow_fast_path: true }).unwrap();
+    let mut ran = PathsRan::new("output_identical_across_thread_counts");
+    for opts in every_path(true) {
+        let up = Upscaler::from_model(&model, opts).unwrap();
         let run =
             |t: usize| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| up.upscale(&img));
-        assert_eq!(run(1), run(2), "{}", path.name());
+        assert_eq!(run(1), run(2), "{}", opts.path_name());
+        ran.add(&opts);
     }
 }
 
@@ -318,11 +328,11 @@ fn errors_are_typed() {
     let up = Upscaler::from_model(&model, Options::default()).unwrap();
     let img = Image { width: u32::MAX / 2 + 1, height: 0, channels: 3, samples: Samples::U8(vec![]) };
     assert!(matches!(up.try_upscale(&img), Err(EngineError::OutputTooLarge { .. })));
-    let unsupported = [CpuPath::Avx512, CpuPath::Avx2Fma, CpuPath::Neon].into_iter().find(|p| !p.is_supported());
-    if let Some(p) = unsupported {
-        let err = Upscaler::from_model(&model, Options { path: p, allow_fast_path: true }).unwrap_err();
-        assert_eq!(err, EngineError::UnsupportedPath(p));
-    }
+    // Every machine lacks one of these (no CPU has both NEON and AVX2).
+    let p = [CpuPath::Avx512, CpuPath::Avx2Fma, CpuPath::Neon].into_iter().find(|p| !p.is_supported()).unwrap();
+    let err = Upscaler::from_model(&model, Options { path: p, ..Options::default() }).unwrap_err();
+    assert_eq!(err, EngineError::UnsupportedPath(p));
+    assert!(err.to_string().contains(&format!("CPU path {} is not supported", p.name())), "{err}");
     assert_eq!(up.flops(10, 10), 2.0 * 100.0 * model.macs_per_pixel() as f64);
     assert_eq!(up.scale(), 2);
     assert!(!up.uses_fast_path());
@@ -333,7 +343,10 @@ fn errors_are_typed() {
 fn tanh_is_accurate() {
     let n = 1 << 21;
     let xs: Vec<f32> = (0..n).map(|i| -12.0 + 24.0 * i as f32 / n as f32).chain([0.0, -0.0, 1e-30, 0.625]).collect();
-    for path in CpuPath::supported() {
+    let mut ran = PathsRan::new("tanh_is_accurate");
+    for opts in every_path(true) {
+        // tanh has no VBMI variant: avx512-novbmi runs the AVX-512 one again.
+        let (path, name) = (opts.path, opts.path_name());
         let mut ys = xs.clone();
         tanh_slice(path, &mut ys);
         let mut worst = (0f64, 0f32);
@@ -346,7 +359,8 @@ fn tanh_is_accurate() {
                 worst = (e, x);
             }
         }
-        println!("tanh {}: max error {:.2} ULP at x = {}", path.name(), worst.0, worst.1);
-        assert!(worst.0 <= 3.0, "tanh {}: {:.2} ULP at x = {}", path.name(), worst.0, worst.1);
+        println!("tanh {name}: max error {:.2} ULP at x = {}", worst.0, worst.1);
+        assert!(worst.0 <= 3.0, "tanh {name}: {:.2} ULP at x = {}", worst.0, worst.1);
+        ran.add(&opts);
     }
 }

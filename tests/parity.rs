@@ -8,12 +8,15 @@
 //! in float32 (alpha upscaled nearest-neighbour and kept), the checkerboard score of that output with numpy
 //! (REFERENCE.md formula, population std), and safetensors files written by `safetensors.torch.save_file`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
-use icnr_upscale::engine::{is_tied, CpuPath, Image, Options, OutRows, Samples, Upscaler};
+use icnr_upscale::engine::{is_tied, Image, Options, OutRows, Samples, Upscaler};
 use icnr_upscale::kernel::Kernel;
 use icnr_upscale::score::{checkerboard_score, ScoreAccumulator};
 use serde_json::Value;
+use support::paths::{every_path, PathsRan};
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
@@ -153,6 +156,7 @@ fn assert_close(what: &str, got: &Image, case: &Case) {
 /// without the ICNR fast path; tied (ICNR) fixtures are detected as tied from their weights alone.
 #[test]
 fn matches_pytorch() {
+    let mut ran = PathsRan::new("matches_pytorch");
     let cases = cases();
     for c in &cases {
         assert_eq!(c.kernel.scale, c.scale, "{}", c.name);
@@ -160,13 +164,14 @@ fn matches_pytorch() {
         let up = Upscaler::new(&c.kernel, Options::default());
         assert_eq!(up.uses_fast_path(), c.weights == "icnr", "{}", c.name);
         assert_close(&format!("{} default options", c.name), &up.upscale(&c.input), c);
-        for path in CpuPath::supported() {
+        for opts in every_path(true) {
             for allow_fast_path in [true, false] {
-                let up = Upscaler::new(&c.kernel, Options { path, allow_fast_path });
-                assert_eq!(up.path(), path);
-                let what = format!("{} path {} fast={allow_fast_path}", c.name, path.name());
+                let up = Upscaler::new(&c.kernel, Options { allow_fast_path, ..opts });
+                assert_eq!((up.path(), up.path_name()), (opts.path, opts.path_name()));
+                let what = format!("{} path {} fast={allow_fast_path}", c.name, opts.path_name());
                 assert_close(&what, &up.upscale(&c.input), c);
             }
+            ran.add(&opts);
         }
     }
     // The fixture set covers what the issue asks for.

@@ -11,12 +11,14 @@
 //!   Those "ambiguous" samples are listed as `[index, lower]`: they may be `lower` or `lower + 1`. Every other
 //!   sample, alpha included, must be exactly PyTorch's.
 
-use std::io::Write as _;
+mod support;
+
 use std::path::{Path, PathBuf};
 
-use icnr_upscale::engine::{is_tied, CpuPath, Image, Options, Samples, Upscaler};
+use icnr_upscale::engine::{is_tied, Image, Options, Samples, Upscaler};
 use icnr_upscale::kernel::Kernel;
 use serde_json::Value;
+use support::paths::{every_path, PathsRan};
 
 fn range_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures").join("range")
@@ -233,19 +235,9 @@ fn check(got: &Image, case: &Case) -> Vec<String> {
     problems
 }
 
-/// Writes a line past the test harness's output capture, so that it shows in `cargo test` output (CI reads it).
-fn report(line: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "\n{line}");
-}
-
-fn opts(path: CpuPath, allow_fast_path: bool) -> Options {
-    #[allow(clippy::needless_update)]
-    Options { path, allow_fast_path, ..Options::default() }
-}
-
-/// Every range case matches PyTorch on every CPU path this machine supports, with and without the fast path; the
-/// paths that ran and those that could not are printed (CI checks that every supported path ran).
+/// Every range case matches PyTorch on every CPU path this machine supports (AVX-512 with and without VBMI), with
+/// and without the fast path; the paths that ran and those that could not are printed (CI checks that every
+/// supported path ran).
 #[test]
 fn matches_pytorch_across_the_range() {
     let cases = cases();
@@ -273,35 +265,26 @@ fn matches_pytorch_across_the_range() {
     };
     assert!(cases.iter().any(|c| bands(c) > 32), "no case of more than 32 bands");
 
-    let supported = CpuPath::supported();
-    let mut ran = Vec::new();
+    let mut ran = PathsRan::new("matches_pytorch_across_the_range");
     let mut failures = Vec::new();
     for c in &cases {
         assert_eq!(is_tied(&c.kernel), c.tied, "{}: tying detection", c.name);
-        for &path in &supported {
+        for opts in every_path(true) {
+            let name = opts.path_name();
             for allow_fast_path in [true, false] {
                 if !c.tied && !allow_fast_path {
                     continue; // the same run as allow_fast_path = true
                 }
-                let up = Upscaler::new(&c.kernel, opts(path, allow_fast_path));
-                assert_eq!(up.path(), path, "Upscaler::new did not take path {}", path.name());
+                let up = Upscaler::new(&c.kernel, Options { allow_fast_path, ..opts });
+                assert_eq!(up.path_name(), name, "Upscaler::new did not take path {name}");
                 assert_eq!(up.uses_fast_path(), c.tied && allow_fast_path, "{}", c.name);
                 for p in check(&up.upscale(&c.input), c) {
-                    failures.push(format!("{} path {} fast={allow_fast_path}: {p}", c.name, path.name()));
+                    failures.push(format!("{} path {name} fast={allow_fast_path}: {p}", c.name));
                 }
             }
-            if !ran.contains(&path) {
-                ran.push(path);
-            }
+            ran.add(&opts);
         }
     }
-    let names = |v: &[CpuPath]| v.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
-    for p in [CpuPath::Avx512, CpuPath::Avx2Fma, CpuPath::Neon, CpuPath::Portable] {
-        if !p.is_supported() {
-            report(&format!("parity_range: path {} not run: this CPU does not support it", p.name()));
-        }
-    }
-    report(&format!("parity_range: cpu paths run: {}; supported: {}", names(&ran), names(&supported)));
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -310,10 +293,12 @@ fn matches_pytorch_across_the_range() {
 #[test]
 fn output_is_identical_across_thread_counts() {
     let cases = cases();
+    let mut ran = PathsRan::new("output_is_identical_across_thread_counts");
     let mut failures = Vec::new();
     for c in &cases {
-        for path in CpuPath::supported() {
-            let up = Upscaler::new(&c.kernel, opts(path, true));
+        for opts in every_path(true) {
+            let path = opts.path_name();
+            let up = Upscaler::new(&c.kernel, opts);
             let outs: Vec<(usize, Image)> = [1, 2, 3]
                 .into_iter()
                 .map(|threads| {
@@ -323,13 +308,14 @@ fn output_is_identical_across_thread_counts() {
                 .collect();
             for (threads, out) in &outs[1..] {
                 if out.samples != outs[0].1.samples {
-                    failures.push(format!("{} path {}: {threads} threads differ from 1 thread", c.name, path.name()));
+                    failures.push(format!("{} path {path}: {threads} threads differ from 1 thread", c.name));
                 }
             }
             // And each of them is PyTorch's.
             for p in check(&outs[0].1, c) {
-                failures.push(format!("{} path {} on 1 thread: {p}", c.name, path.name()));
+                failures.push(format!("{} path {path} on 1 thread: {p}", c.name));
             }
+            ran.add(&opts);
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -4,40 +4,25 @@
 //! service has admitted it (taken a place in the job pool) and starts reading its body. Holding such requests
 //! half-sent fills the pool exactly, so "every further request is shed at once" is a fact to check, not a race.
 
-mod hostile;
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hostile::{check_problem, client, png_info, small_png, TestServer};
 use icnr_upscale::server::ServeArgs;
+use support::http::{self, lossy, parse_answer, RawAnswer, BOUND};
+use support::images::{noise_png, small_png};
+use support::metrics::wait_admitted;
+use support::png::png_info;
+use support::problem::check_problem;
+use support::server::{client, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Upper bound on any single wait in these tests; hitting it is a failure, not a slow pass.
-const BOUND: Duration = Duration::from_secs(30);
-
-/// A deterministic noise RGB PNG of `w` x `h` (incompressible, so its output is large).
-fn noise_png(w: u32, h: u32) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let px: Vec<u8> = (0..w * h * 3)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
-    let img = image::RgbImage::from_raw(w, h, px).expect("buffer size");
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).expect("encode PNG");
-    out.into_inner()
-}
-
 fn args(jobs: usize, queue: usize) -> ServeArgs {
-    ServeArgs { max_concurrent_jobs: jobs, max_queue: queue, ..hostile::args() }
+    ServeArgs { max_concurrent_jobs: jobs, max_queue: queue, ..support::server::args() }
 }
 
 /// A raw HTTP/1.1 `POST /upscale` with its head and the first half of its body sent; the rest waits for
@@ -49,98 +34,17 @@ struct HeldUpload {
 }
 
 async fn start_upload(addr: SocketAddr, query: &str, body: &[u8]) -> HeldUpload {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let head = format!(
-        "POST /upscale{query} HTTP/1.1\r\nhost: test\r\ncontent-type: image/png\r\ncontent-length: {}\r\n\
-         connection: close\r\n\r\n",
-        body.len()
-    );
     let half = body.len() / 2;
-    stream.write_all(head.as_bytes()).await.expect("send head");
-    stream.write_all(&body[..half]).await.expect("send half the body");
+    let stream = http::post_start(addr, &format!("/upscale{query}"), "image/png", body.len(), &body[..half]).await;
     HeldUpload { stream, rest: body[half..].to_vec() }
-}
-
-/// Admitted requests (queued + running) as `/metrics` reports them, over a fresh connection.
-async fn admitted(addr: SocketAddr) -> usize {
-    let mut s = TcpStream::connect(addr).await.expect("connect for /metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").await.expect("send");
-    let mut buf = Vec::new();
-    tokio::time::timeout(BOUND, s.read_to_end(&mut buf)).await.expect("/metrics in time").expect("read");
-    let a = parse_answer(&buf);
-    assert_eq!(a.status, 200, "/metrics");
-    let text = String::from_utf8_lossy(&a.body).into_owned();
-    let gauge = |name: &str| -> usize {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(0, |v| v as usize)
-    };
-    gauge("icnr_upscale_jobs_queued") + gauge("icnr_upscale_jobs_running")
-}
-
-/// Waits (polling; the bound of about 60 s is a liveness check, not a timing one) until the service counts exactly
-/// `n` admitted requests.
-async fn wait_admitted(addr: SocketAddr, n: usize, why: &str) {
-    let mut last = usize::MAX;
-    for _ in 0..3000 {
-        last = admitted(addr).await;
-        if last == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{why}: the service counts {last} admitted requests, expected {n}");
 }
 
 impl HeldUpload {
     /// Sends the rest of the body and reads the final answer.
     async fn finish(mut self) -> RawAnswer {
         self.stream.write_all(&self.rest).await.expect("send the rest of the body");
-        let mut buf = Vec::new();
-        tokio::time::timeout(BOUND, self.stream.read_to_end(&mut buf)).await.expect("answer in time").expect("read");
-        parse_answer(&buf)
+        http::read_answer(self.stream).await
     }
-}
-
-#[derive(Debug)]
-struct RawAnswer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawAnswer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Parses a complete `Connection: close` HTTP/1.1 answer (fixed length or chunked body).
-fn parse_answer(bytes: &[u8]) -> RawAnswer {
-    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
-    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().and_then(|l| l.get(9..12)).and_then(|s| s.parse().ok()).expect("status line");
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())).collect();
-    let raw = &bytes[split + 4..];
-    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked { dechunk(raw) } else { raw.to_vec() };
-    RawAnswer { status, headers, body }
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16).unwrap_or(0);
-        if size == 0 || raw.len() < eol + 2 + size {
-            break;
-        }
-        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
-        raw = &raw[(eol + 4 + size).min(raw.len())..];
-    }
-    out
 }
 
 async fn healthz(c: &reqwest::Client, server: &TestServer) -> u16 {
@@ -194,7 +98,7 @@ async fn overload_sheds_surplus_with_503_and_completes_admitted() {
         .collect();
     for t in tasks {
         let (status, retry, ct, body) = tokio::time::timeout(BOUND, t).await.expect("shed in time").expect("task");
-        assert_eq!(status, 503, "surplus request: {}", hostile::lossy(&body));
+        assert_eq!(status, 503, "surplus request: {}", lossy(&body));
         let secs: u64 = retry.as_deref().and_then(|r| r.parse().ok()).expect("Retry-After in whole seconds");
         assert!((1..=3600).contains(&secs), "Retry-After {secs}");
         check_problem(503, ct.as_deref(), &body).expect("503 problem+json");
@@ -204,7 +108,7 @@ async fn overload_sheds_surplus_with_503_and_completes_admitted() {
     assert!(metrics.contains("shed"), "/metrics while full has no shed counter:\n{metrics}");
     for h in held {
         let a = h.finish().await;
-        assert_eq!(a.status, 200, "an admitted request: {}", hostile::lossy(&a.body));
+        assert_eq!(a.status, 200, "an admitted request: {}", lossy(&a.body));
         let info = png_info(&a.body).expect("a complete PNG");
         assert_eq!((info.width, info.height), (128, 96));
     }
@@ -312,7 +216,7 @@ async fn disconnects_mid_upload_and_mid_download_free_their_place() {
     }
     assert_eq!(healthz(&c, &server).await, 200);
     let a = start_upload(server.addr, "", &png).await.finish().await;
-    assert_eq!(a.status, 200, "a normal request after the disconnects: {}", hostile::lossy(&a.body));
+    assert_eq!(a.status, 200, "a normal request after the disconnects: {}", lossy(&a.body));
     server.shutdown().await.expect("clean shutdown");
 }
 
@@ -339,7 +243,7 @@ async fn slow_client_gets_504_and_frees_its_place() {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(BOUND, rd.read_to_end(&mut buf)).await.expect("an answer to the slow client");
     let a = parse_answer(&buf);
-    assert_eq!(a.status, 504, "slow client: {}", hostile::lossy(&a.body));
+    assert_eq!(a.status, 504, "slow client: {}", lossy(&a.body));
     check_problem(504, a.header("content-type"), &a.body).expect("504 problem+json");
     trickle.abort();
     wait_admitted(server.addr, 0, "the slow client's place freed").await;
@@ -370,7 +274,7 @@ async fn graceful_shutdown_completes_in_flight_requests() {
     let answers: Vec<_> = held.into_iter().map(|h| tokio::spawn(h.finish())).collect();
     for a in answers {
         let a = a.await.expect("task");
-        assert_eq!(a.status, 200, "in-flight request during shutdown: {}", hostile::lossy(&a.body));
+        assert_eq!(a.status, 200, "in-flight request during shutdown: {}", lossy(&a.body));
         png_info(&a.body).expect("a complete PNG");
     }
     tokio::time::timeout(BOUND, stopping).await.expect("run returns after draining").expect("task").expect("Ok");
@@ -427,7 +331,7 @@ async fn sigterm_under_load_drains_and_exits_0() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(child.try_wait().expect("try_wait").is_none(), "exited with a request in flight");
     let a = h.finish().await;
-    assert_eq!(a.status, 200, "in-flight request under SIGTERM: {}", hostile::lossy(&a.body));
+    assert_eq!(a.status, 200, "in-flight request under SIGTERM: {}", lossy(&a.body));
     png_info(&a.body).expect("a complete PNG");
     let exit = tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + BOUND;
@@ -446,36 +350,6 @@ async fn sigterm_under_load_drains_and_exits_0() {
     .expect("wait task");
     let exit = exit.expect("the server exits after SIGTERM");
     assert_eq!(exit.code(), Some(0), "exit status after SIGTERM: {exit:?}");
-}
-
-/// Sends one request with a body on an open keep-alive connection and reads one answer (`Content-Length` framed).
-async fn keepalive_exchange(s: &mut TcpStream, method: &str, path: &str, ct: &str, body: &[u8]) -> Option<RawAnswer> {
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    if s.write_all(head.as_bytes()).await.is_err() || s.write_all(body).await.is_err() {
-        return None;
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..split]).to_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= split + 4 + len {
-                return Some(parse_answer(&buf[..split + 4 + len]));
-            }
-        }
-        match tokio::time::timeout(BOUND, s.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return None,
-        }
-    }
 }
 
 /// Answers given before the body is needed (400 bad query, 415 content type, 503 shed, 404, 405) to a request
@@ -504,7 +378,7 @@ async fn early_answers_to_large_bodies_keep_the_connection_usable() {
             None
         };
         let mut s = TcpStream::connect(server.addr).await.expect("connect");
-        match keepalive_exchange(&mut s, method, path, ct, &big).await {
+        match http::keepalive_exchange(&mut s, method, path, ct, &big).await {
             None => failures.push(format!("{method} {path}: no answer (connection reset before it)")),
             Some(a) if a.status != want => {
                 failures.push(format!("{method} {path}: status {}, expected {want}", a.status))
@@ -512,7 +386,7 @@ async fn early_answers_to_large_bodies_keep_the_connection_usable() {
             Some(a) => {
                 let closes = a.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
                 if !closes {
-                    match keepalive_exchange(&mut s, "GET", "/healthz", "text/plain", b"").await {
+                    match http::keepalive_exchange(&mut s, "GET", "/healthz", "text/plain", b"").await {
                         Some(h) if h.status == 200 => {}
                         other => failures.push(format!(
                             "{method} {path} -> {want} without `Connection: close`, then the connection was unusable \
@@ -530,16 +404,6 @@ async fn early_answers_to_large_bodies_keep_the_connection_usable() {
     }
     server.shutdown().await.expect("clean shutdown");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// Sends raw bytes on a fresh connection and returns the status of the answer (0 if the connection closed without
-/// one).
-async fn raw_status(addr: SocketAddr, bytes: &[u8]) -> u16 {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let _ = s.write_all(bytes).await;
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(BOUND, s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).get(9..12).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// Malformed and oversized request heads each get their own 4xx (hyper answers those it cannot parse, with an empty
@@ -593,7 +457,7 @@ async fn malformed_heads_and_half_open_connections_do_not_hurt() {
     ];
     let mut failures = Vec::new();
     for (name, want, bytes) in cases {
-        let status = raw_status(server.addr, &bytes).await;
+        let status = http::status_of(&http::exchange(server.addr, &bytes).await);
         eprintln!("{name}: {status}");
         if status != want {
             failures.push(format!("{name}: status {status}, expected {want}"));
@@ -612,19 +476,6 @@ async fn malformed_heads_and_half_open_connections_do_not_hurt() {
     assert_eq!(healthz(&c, &server).await, 200);
     server.shutdown().await.expect("clean shutdown");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// A metric's value from `/metrics` (the first line starting with `series` followed by a space), 0 if absent.
-async fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let mut s = TcpStream::connect(addr).await.expect("connect for /metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").await.expect("send");
-    let mut buf = Vec::new();
-    tokio::time::timeout(BOUND, s.read_to_end(&mut buf)).await.expect("/metrics in time").expect("read");
-    let text = String::from_utf8_lossy(&parse_answer(&buf).body).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A solid 4096 x 4096 PNG (small to send) for a job far longer than any test: at `?scale=8&kernel_size=9&init=default`
@@ -649,42 +500,20 @@ async fn a_queued_job_whose_client_left_never_runs() {
     let mut long = start_upload(addr, ENDLESS_JOB_QUERY, &endless_job_png()).await;
     let rest = std::mem::take(&mut long.rest);
     long.stream.write_all(&rest).await.expect("the rest of the long job's body");
-    for _ in 0..3000 {
-        if metric(addr, "icnr_upscale_jobs_running").await == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(metric(addr, "icnr_upscale_jobs_running").await, 1.0, "the long job is not running");
+    server.wait_metric("icnr_upscale_jobs_running", "", |v| v == 1.0).await;
     let mut queued = start_upload(addr, "", &small_png()).await;
     let rest = std::mem::take(&mut queued.rest);
     queued.stream.write_all(&rest).await.expect("the rest of the body");
     wait_admitted(addr, 2, "the long job and the queued one").await;
-    assert_eq!(metric(addr, "icnr_upscale_jobs_queued").await, 1.0, "the second request is not queued");
+    assert_eq!(server.metric("icnr_upscale_jobs_queued", "").await, 1.0, "the second request is not queued");
     drop(queued);
-    let mut cancelled = 0.0;
-    for _ in 0..3000 {
-        cancelled = metric(addr, "icnr_upscale_jobs_cancelled_total{stage=\"queued\"}").await;
-        if cancelled == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(cancelled, 1.0, "no queued cancellation counted");
-    assert_eq!(metric(addr, "icnr_upscale_jobs_running").await, 1.0, "the long job still runs");
+    server.wait_metric("icnr_upscale_jobs_cancelled_total", "stage=\"queued\"", |v| v == 1.0).await;
+    assert_eq!(server.metric("icnr_upscale_jobs_running", "").await, 1.0, "the long job still runs");
     drop(long);
     wait_admitted(addr, 0, "everything done").await;
-    let mut running_cancelled = 0.0;
-    for _ in 0..3000 {
-        running_cancelled = metric(addr, "icnr_upscale_jobs_cancelled_total{stage=\"running\"}").await;
-        if running_cancelled == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(running_cancelled, 1.0, "the long job was not cancelled when its client left");
+    server.wait_metric("icnr_upscale_jobs_cancelled_total", "stage=\"running\"", |v| v == 1.0).await;
     assert_eq!(
-        metric(addr, "icnr_upscale_output_pixels_total").await,
+        server.metric("icnr_upscale_output_pixels_total", "").await,
         0.0,
         "a cancelled or dropped job produced output"
     );

@@ -625,10 +625,25 @@ unsafe fn interleave16_k(a: &InterleaveArgs<'_>, out: &mut [u16]) {
 mod tests {
     use super::*;
 
+    /// Whether this CPU runs the AVX-512 kernels (and, with `vbmi`, the VBMI ones); if not, says so in the test
+    /// output.
+    fn can_run(test: &str, vbmi: bool) -> bool {
+        let why = if !CpuPath::Avx512.is_supported() {
+            "not supported by this CPU"
+        } else if vbmi && !is_x86_feature_detected!("avx512vbmi") {
+            "this CPU lacks avx512vbmi"
+        } else {
+            return true;
+        };
+        let path = if vbmi { "avx512" } else { "avx512-novbmi" };
+        crate::engine::test_report(&format!("SKIP path {path} in avx512::{test}: {why}"));
+        false
+    }
+
     /// `div_exact` equals IEEE division (`v as f32 / d`, PyTorch's conversion) for every 8- and 16-bit value.
     #[test]
     fn div_exact_is_exhaustively_exact() {
-        if !CpuPath::Avx512.is_supported() {
+        if !can_run("div_exact_is_exhaustively_exact", false) {
             return;
         }
         for d in [255u32, 65535] {
@@ -656,10 +671,10 @@ mod tests {
     #[test]
     fn loads_match_portable() {
         use crate::engine::band::{LoadArgs, SrcRow};
-        if !CpuPath::Avx512.is_supported() {
+        if !can_run("loads_match_portable", false) {
             return;
         }
-        let vbmi = is_x86_feature_detected!("avx512vbmi");
+        let vbmi = can_run("loads_match_portable", true);
         for ic in [1usize, 3, 4] {
             for n in [1usize, 5, 16, 17, 33, 100] {
                 let src: Vec<u8> = (0..n * ic).map(|i| (i * 37 % 256) as u8).collect();
@@ -684,7 +699,7 @@ mod tests {
     #[test]
     fn fused_fast_path_matches_staged() {
         use crate::engine::band::{byte_tables, fused_lines, interleave_tables, FusedArgs, InterleaveArgs};
-        if !CpuPath::Avx512.is_supported() || !is_x86_feature_detected!("avx512vbmi") {
+        if !can_run("fused_fast_path_matches_staged", true) {
             return;
         }
         let mut seed = 7u32;
@@ -746,10 +761,10 @@ mod tests {
     #[test]
     fn interleaves_match_portable() {
         use crate::engine::band::{byte_tables, interleave_tables, InterleaveArgs};
-        if !CpuPath::Avx512.is_supported() {
+        if !can_run("interleaves_match_portable", false) {
             return;
         }
-        let vbmi = is_x86_feature_detected!("avx512vbmi");
+        let vbmi = can_run("interleaves_match_portable", true);
         let mut seed = 1u32;
         let mut next = move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);

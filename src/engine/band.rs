@@ -360,25 +360,24 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
-    /// The one dispatch point. `path` must be supported (the SIMD wrappers assert it).
-    pub(crate) fn for_path(path: CpuPath) -> Kernels {
+    /// The one dispatch point. `path` must be supported (the SIMD wrappers assert it); `vbmi`: the AVX-512 path
+    /// uses its VBMI kernels (`Options::uses_vbmi`, which checked the CPU).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    pub(crate) fn for_path(path: CpuPath, vbmi: bool) -> Kernels {
         use super::portable;
         match path {
             #[cfg(target_arch = "x86_64")]
-            CpuPath::Avx512 => {
-                let vbmi = std::arch::is_x86_feature_detected!("avx512vbmi");
-                Kernels {
-                    load: if vbmi { super::avx512::load_vbmi } else { super::avx512::load },
-                    expand: super::avx512::expand,
-                    general: super::avx512::conv_general,
-                    general_expands: true,
-                    general_all_phases: true,
-                    fast: super::avx512::conv_fast,
-                    fast_fused8: vbmi.then_some(super::avx512::conv_fast_fused8 as _),
-                    interleave8: if vbmi { super::avx512::interleave8_vbmi } else { super::avx512::interleave8 },
-                    interleave16: super::avx512::interleave16,
-                }
-            }
+            CpuPath::Avx512 => Kernels {
+                load: if vbmi { super::avx512::load_vbmi } else { super::avx512::load },
+                expand: super::avx512::expand,
+                general: super::avx512::conv_general,
+                general_expands: true,
+                general_all_phases: true,
+                fast: super::avx512::conv_fast,
+                fast_fused8: vbmi.then_some(super::avx512::conv_fast_fused8 as _),
+                interleave8: if vbmi { super::avx512::interleave8_vbmi } else { super::avx512::interleave8 },
+                interleave16: super::avx512::interleave16,
+            },
             #[cfg(target_arch = "x86_64")]
             CpuPath::Avx2Fma => Kernels {
                 load: super::avx2::load,
@@ -506,7 +505,7 @@ impl BandBuf {
 }
 
 impl<'a> Plan<'a> {
-    pub(crate) fn new(up: &'a Single, path: CpuPath, img: &'a Image) -> Plan<'a> {
+    pub(crate) fn new(up: &'a Single, path: CpuPath, vbmi: bool, img: &'a Image) -> Plan<'a> {
         assert!(
             super::output_dims(img.width, img.height, up.kernel.scale).is_some(),
             "output dimensions overflow u32: callers bound the input size first"
@@ -516,7 +515,7 @@ impl<'a> Plan<'a> {
         let k = up.kernel.kernel_size as usize;
         let pad = k / 2;
         let fast = up.tied;
-        let kernels = Kernels::for_path(path);
+        let kernels = Kernels::for_path(path, vbmi);
         let e = if fast || kernels.general_expands { 1 } else { r };
         let n_conv = if fast { w } else { w * r };
         let n_out = w * r;
@@ -765,4 +764,36 @@ fn plane_rows(buf: &mut [f32], plane_len: usize, at: usize, len: usize) -> [&mut
     let (a, rest) = buf.split_at_mut(plane_len);
     let (b, c) = rest.split_at_mut(plane_len);
     [&mut a[at..at + len], &mut b[at..at + len], &mut c[at..at + len]]
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::engine::{test_report, Options, AVX512_NO_VBMI};
+
+    /// `avx512` takes the VBMI kernels (fused 8-bit fast path, byte-permute load and interleave) on a CPU with
+    /// VBMI; `avx512-novbmi` never does.
+    #[test]
+    fn vbmi_is_switched_off_at_the_dispatch() {
+        let without = Options::forced(AVX512_NO_VBMI).unwrap();
+        let with = Options::forced("avx512").unwrap();
+        if !with.is_supported() {
+            test_report("SKIP path avx512 in band::vbmi_is_switched_off_at_the_dispatch: not supported by this CPU");
+            return;
+        }
+        type Interleave8 = fn(&InterleaveArgs<'_>, &mut [u8]);
+        type Load = fn(&LoadArgs<'_>, &mut [&mut [f32]; 3]);
+        let k = Kernels::for_path(without.path, without.uses_vbmi());
+        assert!(k.fast_fused8.is_none());
+        assert!(std::ptr::fn_addr_eq(k.interleave8, super::super::avx512::interleave8 as Interleave8));
+        assert!(std::ptr::fn_addr_eq(k.load, super::super::avx512::load as Load));
+        if !with.uses_vbmi() {
+            test_report("SKIP path avx512 in band::vbmi_is_switched_off_at_the_dispatch: this CPU lacks avx512vbmi");
+            return;
+        }
+        let k = Kernels::for_path(with.path, with.uses_vbmi());
+        assert!(k.fast_fused8.is_some());
+        assert!(std::ptr::fn_addr_eq(k.interleave8, super::super::avx512::interleave8_vbmi as Interleave8));
+        assert!(std::ptr::fn_addr_eq(k.load, super::super::avx512::load_vbmi as Load));
+    }
 }

@@ -20,7 +20,8 @@
 //!   (input channel, dy, dx), with the same multiply-add (FMA on SIMD paths, mul + add on the portable path), so
 //!   the fast path is bit-identical to the general path on every CPU path. With AVX-512 VBMI and 8-bit output the
 //!   fast path is one fused pass: the conv vectors are quantised, packed to bytes, permuted into whole 64-byte
-//!   output lines and stored into the r identical rows, with no staging.
+//!   output lines and stored into the r identical rows, with no staging. `Options::allow_vbmi = false` (the path
+//!   name `avx512-novbmi`) runs the AVX-512 kernels without VBMI, so both variants can be tested on one machine.
 //! - [`portable`], `avx512`, `avx2`, `neon`: the kernels, picked once by [`CpuPath`] (one `match` in
 //!   `band::Kernels::for_path`; AVX-512 additionally uses VBMI byte permutes for the 8-bit interleave when the
 //!   CPU has them). [`mod@reference`] is the slow scalar transcription of the maths, for tests.
@@ -84,6 +85,14 @@ impl Image {
     }
 }
 
+/// For unit tests: writes `line` past the test harness's output capture, so that it shows in `cargo test`'s
+/// output (a test that cannot run its path says so there).
+#[cfg(test)]
+pub(crate) fn test_report(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "\n{line}");
+}
+
 /// Output dimensions for scale r, or `None` on overflow of u32.
 pub fn output_dims(width: u32, height: u32, scale: u32) -> Option<(u32, u32)> {
     Some((width.checked_mul(scale)?, height.checked_mul(scale)?))
@@ -99,12 +108,12 @@ pub enum CpuPath {
 }
 
 impl CpuPath {
+    /// Every path, best first.
+    pub const ALL: [CpuPath; 4] = [CpuPath::Avx512, CpuPath::Avx2Fma, CpuPath::Neon, CpuPath::Portable];
+
     /// The best path this CPU supports (run-time detection).
     pub fn detect() -> CpuPath {
-        [CpuPath::Avx512, CpuPath::Avx2Fma, CpuPath::Neon]
-            .into_iter()
-            .find(|p| p.is_supported())
-            .unwrap_or(CpuPath::Portable)
+        CpuPath::ALL.into_iter().find(|p| p.is_supported()).unwrap_or(CpuPath::Portable)
     }
     /// Whether this CPU can run `self`.
     pub fn is_supported(self) -> bool {
@@ -126,34 +135,97 @@ impl CpuPath {
     }
     /// Every path this CPU can run, best first; always ends with `Portable`.
     pub fn supported() -> Vec<CpuPath> {
-        [CpuPath::Avx512, CpuPath::Avx2Fma, CpuPath::Neon, CpuPath::Portable]
-            .into_iter()
-            .filter(|p| p.is_supported())
-            .collect()
+        CpuPath::ALL.into_iter().filter(|p| p.is_supported()).collect()
     }
-    /// Stable lower-case name: `avx512`, `avx2_fma`, `neon`, `portable`.
+    /// The path's name, as `--cpu` and `ICNR_UPSCALE_CPU` take it: `avx512`, `avx2`, `neon`, `portable`.
     pub fn name(self) -> &'static str {
         match self {
             CpuPath::Avx512 => "avx512",
-            CpuPath::Avx2Fma => "avx2_fma",
+            CpuPath::Avx2Fma => "avx2",
             CpuPath::Neon => "neon",
             CpuPath::Portable => "portable",
         }
     }
 }
 
+/// The name of the AVX-512 kernels without VBMI: `Options { path: CpuPath::Avx512, allow_vbmi: false, .. }`.
+pub const AVX512_NO_VBMI: &str = "avx512-novbmi";
+
+/// The names of the kernel sets a run can be forced to, best first: every [`CpuPath::name`], and
+/// [`AVX512_NO_VBMI`] after `avx512`. Parsed by [`Options::forced`].
+pub const PATH_NAMES: [&str; 5] = ["avx512", AVX512_NO_VBMI, "avx2", "neon", "portable"];
+
+/// Whether the CPU has AVX-512 VBMI (byte permutes), which the AVX-512 path uses when allowed.
+fn has_vbmi() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        CpuPath::Avx512.is_supported() && is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// How to run the core.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
     /// Must be supported (`CpuPath::is_supported`); `Upscaler::new` falls back to `Portable` otherwise.
     pub path: CpuPath,
     /// Use the ICNR fast path when the kernel is tied. `false` forces the general path (for tests).
     pub allow_fast_path: bool,
+    /// On the AVX-512 path, use the AVX-512 VBMI byte-permute kernels (the RGB8 load, the 8-bit interleave and
+    /// the fused 8-bit ICNR fast path) when the CPU has avx512vbmi. `false` runs the AVX-512 kernels without VBMI
+    /// ([`AVX512_NO_VBMI`]), so that both AVX-512 variants run on a VBMI machine. Other paths ignore it.
+    pub allow_vbmi: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { path: CpuPath::detect(), allow_fast_path: true }
+        Options { path: CpuPath::detect(), allow_fast_path: true, allow_vbmi: true }
+    }
+}
+
+impl Options {
+    /// The options that force the kernel set `name` (one of [`PATH_NAMES`]), with the fast path allowed; `None`
+    /// for any other name. Whether this CPU can run them is [`Options::is_supported`].
+    pub fn forced(name: &str) -> Option<Options> {
+        let (path, allow_vbmi) = if name == AVX512_NO_VBMI {
+            (CpuPath::Avx512, false)
+        } else {
+            (CpuPath::ALL.into_iter().find(|p| p.name() == name)?, true)
+        };
+        Some(Options { path, allow_fast_path: true, allow_vbmi })
+    }
+    /// Whether this CPU can run these options' path.
+    pub fn is_supported(&self) -> bool {
+        self.path.is_supported()
+    }
+    /// Whether the run uses the VBMI kernels: the AVX-512 path, VBMI allowed, and a CPU with avx512vbmi.
+    pub fn uses_vbmi(&self) -> bool {
+        self.path == CpuPath::Avx512 && self.allow_vbmi && has_vbmi()
+    }
+    /// The name of the kernels these options run on this CPU (one of [`PATH_NAMES`]): the path's name, except
+    /// [`AVX512_NO_VBMI`] for the AVX-512 path without VBMI (not allowed, or a CPU without avx512vbmi).
+    pub fn path_name(&self) -> &'static str {
+        if self.path == CpuPath::Avx512 && !self.uses_vbmi() {
+            AVX512_NO_VBMI
+        } else {
+            self.path.name()
+        }
+    }
+    /// One option set for every kernel set this CPU runs, best first, with the fast path allowed: every supported
+    /// path, and on a CPU with AVX-512 VBMI the AVX-512 path both with and without it. The `path_name`s are
+    /// distinct; tests run each of them.
+    pub fn every_supported() -> Vec<Options> {
+        let mut v: Vec<Options> = Vec::new();
+        for name in PATH_NAMES {
+            let o = Options::forced(name).expect("a PATH_NAMES entry");
+            if o.is_supported() && !v.iter().any(|p| p.path_name() == o.path_name()) {
+                v.push(o);
+            }
+        }
+        v
     }
 }
 
@@ -196,21 +268,27 @@ pub fn is_tied(kernel: &Kernel) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     /// [`Upscaler::from_model`] was asked for a CPU path this CPU cannot run.
-    #[error("CPU path {} is not supported by this CPU (supported: {})", .0.name(), supported_names())]
+    #[error("CPU path {} is not supported by this CPU (supported: {})", .0.name(), supported_path_names())]
     UnsupportedPath(CpuPath),
     /// The output image would be wider or taller than `u32::MAX` pixels.
     #[error("output dimensions overflow: {width}x{height} upscaled {scale}x exceeds u32")]
     OutputTooLarge { width: u32, height: u32, scale: u32 },
 }
 
-fn supported_names() -> String {
-    CpuPath::supported().iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+/// The [`PATH_NAMES`] this CPU can be forced to, best first, comma-separated.
+pub fn supported_path_names() -> String {
+    PATH_NAMES
+        .into_iter()
+        .filter(|n| Options::forced(n).is_some_and(|o| o.is_supported()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A model or kernel prepared for one CPU path. Cheap to share across threads.
 #[derive(Debug, Clone)]
 pub struct Upscaler {
-    path: CpuPath,
+    /// The options it runs with (a supported path).
+    opts: Options,
     scale: u32,
     core: Core,
 }
@@ -279,13 +357,13 @@ impl Prepared {
 impl Upscaler {
     /// The single-layer engine for `kernel`. An unsupported `opts.path` falls back to `Portable`.
     pub fn new(kernel: &Kernel, opts: Options) -> Upscaler {
-        let path = if opts.path.is_supported() { opts.path } else { CpuPath::Portable };
+        let opts = if opts.is_supported() { opts } else { Options { path: CpuPath::Portable, ..opts } };
         let single = Single {
             kernel: kernel.clone(),
             tied: opts.allow_fast_path && is_tied(kernel),
             prep: Prepared::new(kernel),
         };
-        Upscaler { path, scale: kernel.scale, core: Core::Single(Arc::new(single)) }
+        Upscaler { opts, scale: kernel.scale, core: Core::Single(Arc::new(single)) }
     }
 
     /// Prepares `model` for `opts.path`. A model that is exactly one conv (3 -> 3r^2) and a pixel shuffle without
@@ -299,11 +377,17 @@ impl Upscaler {
             return Ok(Upscaler::new(&kernel, opts));
         }
         let net = net::Net::new(model, opts.path);
-        Ok(Upscaler { path: opts.path, scale: model.scale(), core: Core::Net(Arc::new(net)) })
+        // The multi-layer kernels do not use VBMI: `allow_vbmi` does not change them.
+        Ok(Upscaler { opts, scale: model.scale(), core: Core::Net(Arc::new(net)) })
     }
 
     pub fn path(&self) -> CpuPath {
-        self.path
+        self.opts.path
+    }
+    /// The name of the kernels that run (see [`Options::path_name`]): `avx512`, `avx512-novbmi`, `avx2`, `neon` or
+    /// `portable`.
+    pub fn path_name(&self) -> &'static str {
+        self.opts.path_name()
     }
     /// Whether the ICNR fast path runs (single-layer engine with a tied kernel).
     pub fn uses_fast_path(&self) -> bool {
@@ -369,8 +453,8 @@ impl Upscaler {
             "output dimensions overflow u32: callers bound the input size first"
         );
         match &self.core {
-            Core::Single(s) => band::Plan::new(s, self.path, img).run(sink),
-            Core::Net(n) => net::NetPlan::new(n, self.path, img).run(sink),
+            Core::Single(s) => band::Plan::new(s, self.opts.path, self.opts.uses_vbmi(), img).run(sink),
+            Core::Net(n) => net::NetPlan::new(n, self.opts.path, img).run(sink),
         }
     }
 }

@@ -1,7 +1,12 @@
-//! aarch64 NEON kernels. They are the portable 16-lane kernels with fused multiply-add (`FUSED = true`), compiled
-//! with NEON enabled, where LLVM turns the `mul_add` lanes into `fmla` on four q registers per logical vector.
-//! Kept this simple on purpose: this tree is only built and tested on x86-64 (the aarch64 target is not installed
-//! here), and the same generic code is exercised with `FUSED = true` by the unit test in this module's parent.
+//! aarch64 NEON kernels of the single-layer engine (the multi-layer engine's NEON kernels are in `net` and
+//! `simd`). They are the portable 16-lane kernels with fused multiply-add (`FUSED = true`), compiled with NEON
+//! enabled, where LLVM turns the `mul_add` lanes into `fmla` on four q registers per logical vector.
+//!
+//! How they are tested: CI's `aarch64` step (`.ci/run`) cross-builds the library's unit tests and the engine,
+//! parity, parity-range, model-parity and kernel tests for aarch64-unknown-linux-gnu and runs them under
+//! qemu-user, so this path runs against the portable one and against the PyTorch fixtures, and the pinned kernel
+//! weights are checked on a second architecture; the step fails unless the tests report that the NEON path ran.
+//! On x86-64, `portable`'s unit test runs the same generic code with `FUSED = true`.
 
 use super::band::{FastArgs, GeneralArgs, Staging};
 use super::portable::{conv_fast_generic, conv_general_generic};

@@ -243,7 +243,7 @@ mod tests {
         }
     }
 
-    /// The generic kernels with `FUSED = true` (the NEON path's code, which cannot run on this x86 machine): the
+    /// The generic kernels with `FUSED = true` (the NEON path's code, also run here on x86-64 machines): the
     /// fast path is bit-identical to the general path for tied weights, and fused and unfused results agree within
     /// 1 LSB.
     #[test]

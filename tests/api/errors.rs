@@ -176,7 +176,7 @@ async fn bad_multipart_is_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_limit_is_413() {
     let limit = 4096u64;
-    let app = spawn_app_with(ServeArgs { max_body_bytes: limit, ..args() }).await;
+    let app = TestServer::start(ServeArgs { max_body_bytes: limit, ..args() }).await;
     let small = png(&rgb8(4, 4));
     assert!(small.len() < 1000);
     assert_eq!(app.post_raw("", "image/png", small.clone()).await.status(), 200);
@@ -198,7 +198,7 @@ async fn body_over_the_limit_is_413() {
     }
     req.extend_from_slice(b"0\r\n\r\n");
     s.write_all(&req).await.unwrap();
-    let (status, headers, body) = raw_read_response(s).await;
+    let RawAnswer { status, headers, body } = http::read_answer(s).await;
     assert_eq!(status, 413);
     assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "application/problem+json"));
     assert!(String::from_utf8_lossy(&body).contains("\"status\":413"));
@@ -224,7 +224,7 @@ async fn dimensions_over_the_limits_are_422() {
     app.shutdown().await.unwrap();
 
     // Tighter limits from the flags.
-    let app = spawn_app_with(ServeArgs { max_input_pixels: 100, max_output_pixels: 1000, ..args() }).await;
+    let app = TestServer::start(ServeArgs { max_input_pixels: 100, max_output_pixels: 1000, ..args() }).await;
     assert_problem(app.post_raw("", "image/png", png(&rgb8(11, 10))).await, 422).await;
     assert_problem(app.post_raw("?scale=4", "image/png", png(&rgb8(10, 10))).await, 422).await;
     assert_eq!(app.post_raw("?scale=3", "image/png", png(&rgb8(10, 10))).await.status(), 200);
@@ -236,11 +236,11 @@ async fn dimensions_over_the_limits_are_422() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_body_times_out_with_504() {
     let app =
-        spawn_app_with(ServeArgs { request_timeout_secs: 1, max_concurrent_jobs: 1, max_queue: 0, ..args() }).await;
+        TestServer::start(ServeArgs { request_timeout_secs: 1, max_concurrent_jobs: 1, max_queue: 0, ..args() }).await;
     let input = png(&rgb8(16, 16));
-    let s = raw_post_start(app.addr, "/upscale", "image/png", input.len(), &input[..10]).await;
+    let s = http::post_start(app.addr, "/upscale", "image/png", input.len(), &input[..10]).await;
     app.wait_metric("icnr_upscale_jobs_queued", "", |v| v == 1.0).await;
-    let (status, headers, body) = raw_read_response(s).await;
+    let RawAnswer { status, headers, body } = http::read_answer(s).await;
     assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
     assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "application/problem+json"));
     assert!(headers.iter().any(|(k, _)| k == "x-request-id"));
@@ -265,7 +265,7 @@ async fn every_error_status_has_its_type_slug() {
             .unwrap_or_else(|| panic!("type {t} is not tag:icnr-upscale,2026:*"))
             .to_owned()
     };
-    let app = spawn_app_with(ServeArgs { max_body_bytes: 64 << 10, ..args() }).await;
+    let app = TestServer::start(ServeArgs { max_body_bytes: 64 << 10, ..args() }).await;
     let input = png(&rgb8(4, 4));
     let no_image = reqwest::multipart::Form::new().text("kernel", "{}");
     let cases: Vec<(&str, reqwest::Response, u16, &str)> = vec![
@@ -297,8 +297,8 @@ async fn every_error_status_has_its_type_slug() {
     app.shutdown().await.unwrap();
 
     // 503: the only place is held by an upload in progress.
-    let app = spawn_app_with(ServeArgs { max_concurrent_jobs: 1, max_queue: 0, ..args() }).await;
-    let held = raw_post_start(app.addr, "/upscale", "image/png", input.len(), &input[..5]).await;
+    let app = TestServer::start(ServeArgs { max_concurrent_jobs: 1, max_queue: 0, ..args() }).await;
+    let held = http::post_start(app.addr, "/upscale", "image/png", input.len(), &input[..5]).await;
     app.wait_metric("icnr_upscale_jobs_queued", "", |v| v == 1.0).await;
     let p = assert_problem(app.post_raw("", "image/png", input.clone()).await, 503).await;
     assert_eq!(slug(&p), "overloaded", "{p}");
@@ -306,9 +306,9 @@ async fn every_error_status_has_its_type_slug() {
     app.shutdown().await.unwrap();
 
     // 504: an upload that stalls past the request timeout.
-    let app = spawn_app_with(ServeArgs { request_timeout_secs: 1, ..args() }).await;
-    let stalled = raw_post_start(app.addr, "/upscale", "image/png", input.len(), &input[..5]).await;
-    let (status, _, body) = raw_read_response(stalled).await;
+    let app = TestServer::start(ServeArgs { request_timeout_secs: 1, ..args() }).await;
+    let stalled = http::post_start(app.addr, "/upscale", "image/png", input.len(), &input[..5]).await;
+    let RawAnswer { status, body, .. } = http::read_answer(stalled).await;
     assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
     let p: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(slug(&p), "timeout", "{p}");

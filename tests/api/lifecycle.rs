@@ -30,8 +30,8 @@ fn big_args(jobs: usize, queue: usize) -> ServeArgs {
 
 /// Sends a whole `POST /upscale{query}` on a raw connection and returns it, unread: dropping it is a client that
 /// vanishes.
-async fn raw_post(app: &TestApp, query: &str, body: &[u8]) -> TcpStream {
-    let mut s = raw_post_start(app.addr, &format!("/upscale{query}"), "image/png", body.len(), &[]).await;
+async fn raw_post(app: &TestServer, query: &str, body: &[u8]) -> TcpStream {
+    let mut s = http::post_start(app.addr, &format!("/upscale{query}"), "image/png", body.len(), &[]).await;
     s.write_all(body).await.expect("write body");
     s.flush().await.expect("flush");
     s
@@ -42,7 +42,7 @@ async fn raw_post(app: &TestApp, query: &str, body: &[u8]) -> TcpStream {
 /// the slot frees, and the next request is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_pool_sheds_with_503_and_retry_after() {
-    let app = spawn_app_with(big_args(1, 0)).await;
+    let app = TestServer::start(big_args(1, 0)).await;
     let running = raw_post(&app, BIG_JOB_QUERY, big_input()).await;
     app.wait_metric("icnr_upscale_jobs_running", "", |v| v == 1.0).await;
 
@@ -73,15 +73,15 @@ async fn full_pool_sheds_with_503_and_retry_after() {
 /// place frees when the slow client finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upload_holds_a_queue_place_not_a_slot() {
-    let app = spawn_app_with(ServeArgs { max_concurrent_jobs: 1, max_queue: 0, ..args() }).await;
+    let app = TestServer::start(ServeArgs { max_concurrent_jobs: 1, max_queue: 0, ..args() }).await;
     let input = png(&rgb8(12, 12));
-    let mut slow = raw_post_start(app.addr, "/upscale", "image/png", input.len(), &input[..5]).await;
+    let mut slow = http::post_start(app.addr, "/upscale", "image/png", input.len(), &input[..5]).await;
     app.wait_metric("icnr_upscale_jobs_queued", "", |v| v == 1.0).await;
     assert_eq!(metric(&app.metrics().await, "icnr_upscale_jobs_running", ""), Some(0.0));
     assert_problem(app.post_raw("", "image/png", input.clone()).await, 503).await;
 
     slow.write_all(&input[5..]).await.unwrap();
-    let (status, headers, body) = raw_read_response(slow).await;
+    let RawAnswer { status, headers, body } = http::read_answer(slow).await;
     assert_eq!(status, 200);
     assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "image/png"));
     assert_eq!(decode_png(&body).to_rgb8().dimensions(), (24, 24));
@@ -93,7 +93,7 @@ async fn a_slow_upload_holds_a_queue_place_not_a_slot() {
 /// returns to 0, `jobs_cancelled_total{stage="queued"}` counts it, and no output pixels are produced for it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_of_a_vanished_client_is_dropped() {
-    let app = spawn_app_with(big_args(1, 1)).await;
+    let app = TestServer::start(big_args(1, 1)).await;
     let running = raw_post(&app, BIG_JOB_QUERY, big_input()).await;
     app.wait_metric("icnr_upscale_jobs_running", "", |v| v == 1.0).await;
 
@@ -114,7 +114,7 @@ async fn a_queued_job_of_a_vanished_client_is_dropped() {
 /// A job that runs past the request timeout is answered 504 and stopped (its slot frees).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_over_the_timeout_is_504_and_stopped() {
-    let app = spawn_app_with(ServeArgs { request_timeout_secs: 1, ..big_args(1, 0) }).await;
+    let app = TestServer::start(ServeArgs { request_timeout_secs: 1, ..big_args(1, 0) }).await;
     let res = app.post_raw(BIG_JOB_QUERY, "image/png", big_input().to_vec()).await;
     let p = assert_problem(res, 504).await;
     assert!(p["detail"].as_str().unwrap().contains("1 s"), "{p}");
@@ -131,7 +131,7 @@ async fn a_job_over_the_timeout_is_504_and_stopped() {
 async fn graceful_shutdown_finishes_the_request_in_flight() {
     let mut app = spawn_app().await;
     let input = png(&rgb8(30, 20));
-    let mut in_flight = raw_post_start(app.addr, "/upscale", "image/png", input.len(), &input[..20]).await;
+    let mut in_flight = http::post_start(app.addr, "/upscale", "image/png", input.len(), &input[..20]).await;
     app.wait_metric("icnr_upscale_jobs_queued", "", |v| v == 1.0).await;
 
     app.trigger_shutdown();
@@ -147,7 +147,7 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     assert!(refused, "the listener still accepts after shutdown");
 
     in_flight.write_all(&input[20..]).await.unwrap();
-    let (status, _, body) = raw_read_response(in_flight).await;
+    let RawAnswer { status, body, .. } = http::read_answer(in_flight).await;
     assert_eq!(status, 200);
     assert_eq!(decode_png(&body).to_rgb8().dimensions(), (60, 40));
     app.join().await.expect("run() returns Ok after a graceful shutdown");
@@ -158,7 +158,7 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed() {
     use tokio::io::AsyncReadExt;
-    let app = spawn_app_with(ServeArgs { request_timeout_secs: 1, ..args() }).await;
+    let app = TestServer::start(ServeArgs { request_timeout_secs: 1, ..args() }).await;
 
     let half_head = async {
         let mut s = TcpStream::connect(app.addr).await.unwrap();
@@ -189,7 +189,7 @@ async fn silent_connections_are_closed() {
 /// period (request timeout + 5 s), which bounds how long a shutdown waits for work in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_while_a_cpu_job_runs_stops_it_within_the_grace_period() {
-    let mut app = spawn_app_with(ServeArgs { request_timeout_secs: 1, ..big_args(1, 0) }).await;
+    let mut app = TestServer::start(ServeArgs { request_timeout_secs: 1, ..big_args(1, 0) }).await;
     let running = raw_post(&app, BIG_JOB_QUERY, big_input()).await;
     app.wait_metric("icnr_upscale_jobs_running", "", |v| v == 1.0).await;
 
@@ -203,7 +203,7 @@ async fn shutdown_while_a_cpu_job_runs_stops_it_within_the_grace_period() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(refused, "the listener still accepts after shutdown");
-    let (status, headers, body) = raw_read_response(running).await;
+    let RawAnswer { status, headers, body } = http::read_answer(running).await;
     assert!(status == 504 || status == 200, "the running request during shutdown: {status}");
     if status == 504 {
         assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "application/problem+json"));

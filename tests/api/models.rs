@@ -11,7 +11,13 @@ fn x_model(res: &reqwest::Response) -> String {
     res.headers().get("x-model").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
 }
 
-async fn multipart_model(app: &TestApp, query: &str, image: Vec<u8>, name: &str, model: Vec<u8>) -> reqwest::Response {
+async fn multipart_model(
+    app: &TestServer,
+    query: &str,
+    image: Vec<u8>,
+    name: &str,
+    model: Vec<u8>,
+) -> reqwest::Response {
     let form = reqwest::multipart::Form::new()
         .part("image", reqwest::multipart::Part::bytes(image).file_name("in.png"))
         .part("model", reqwest::multipart::Part::bytes(model).file_name(name.to_owned()));

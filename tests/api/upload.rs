@@ -193,7 +193,7 @@ async fn healthz_is_ok() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_get_their_own_pixels() {
     use icnr_upscale::kernel::{Init, Initializer};
-    let app = spawn_app_with(icnr_upscale::server::ServeArgs { max_concurrent_jobs: 3, ..args() }).await;
+    let app = TestServer::start(icnr_upscale::server::ServeArgs { max_concurrent_jobs: 3, ..args() }).await;
     let mut tasks = Vec::new();
     for i in 0..12u32 {
         let img = match i % 3 {

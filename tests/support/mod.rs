@@ -1,20 +1,17 @@
-//! Helpers shared by the test binaries that include this module (`mod support;`).
+//! Helpers shared by the test binaries that include this module (`mod support;`, or `#[path]` from a test
+//! directory). Each thing has one helper here:
+//! - [`server`]: the one server harness of the API and hostile-input tests ([`server::TestServer`]);
+//! - [`http`]: raw HTTP/1.1 over a socket; [`metrics`]: scraping `/metrics`; [`problem`]: problem+json checks;
+//! - [`png`]: CRC-32, PNG chunks and answers' header facts; [`images`]: test images and the corpus;
+//! - [`paths`]: running a test over every CPU path, and saying which ran.
+#![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::Cursor;
-
-/// Builds a JPEG with an EXIF APP1 segment carrying `orientation`, inserted right after SOI.
-pub fn jpeg_with_orientation(img: &image::DynamicImage, orientation: u16) -> Vec<u8> {
-    let mut jpeg = Cursor::new(Vec::new());
-    img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
-    let jpeg = jpeg.into_inner();
-    assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
-    // "Exif\0\0", big-endian TIFF header, IFD0 with one entry: tag 0x0112 (Orientation), SHORT, count 1.
-    let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
-    exif.extend_from_slice(&orientation.to_be_bytes());
-    exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // value padding, next IFD offset 0
-    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
-    out.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&exif);
-    out.extend_from_slice(&jpeg[2..]);
-    out
-}
+pub mod http;
+pub mod images;
+pub mod metrics;
+pub mod paths;
+pub mod png;
+pub mod problem;
+pub mod server;
+#[allow(unused_imports)] // for the binaries that import it from here
+pub use images::jpeg_with_orientation;
