@@ -1,5 +1,5 @@
 //! The forward-pass core: every CPU path against the portable one, the ICNR fast path against the general path,
-//! the fast core against the scalar reference (`engine::reference`, a direct transcription of REFERENCE.md),
+//! the fast core against the scalar reference (`engine::reference`, a direct transcription of docs/MATHS.md),
 //! block uniformity, alpha, streaming order, and the checkerboard score.
 //!
 //! Kernels are built directly as `Kernel { .. }` from a small deterministic generator (SplitMix64), so these tests

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! in float32 (alpha upscaled nearest-neighbour and kept), the checkerboard score of that output with numpy
-//! (REFERENCE.md formula, population std), and safetensors files written by `safetensors.torch.save_file`.
+//! (the docs/MATHS.md formula, population std), and safetensors files written by `safetensors.torch.save_file`.
 
 mod support;
 
