@@ -9,10 +9,10 @@ use std::io::Write as _;
 
 use icnr_upscale::engine::{Options, PATH_NAMES};
 
-/// Writes `line` past the test harness's output capture, on its own line.
+/// Writes `line` past the test harness's output capture, on its own line. One write: stderr is unbuffered, and
+/// the harness's own `test NAME ... ` on stdout (the same pipe in CI) must not land inside the line.
 pub fn report(line: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "\n{line}");
+    let _ = std::io::stderr().lock().write_all(format!("\n{line}\n").as_bytes());
 }
 
 /// Options for every kernel set this machine runs, best first ([`Options::every_supported`]), with
