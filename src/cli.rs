@@ -162,7 +162,8 @@ struct SelectArgs {
     /// Kernel weights instead of generating them: kernel JSON (as `kernel` prints) or `.safetensors`.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["init", "initializer", "seed"])]
     weights: Option<PathBuf>,
-    /// CPU code path: auto, portable, avx2, avx512 or neon (a path this CPU lacks is an error).
+    /// CPU code path: auto, avx512, avx512-novbmi (AVX-512 with VBMI off), avx2, neon or portable (a path this CPU
+    /// lacks is an error).
     #[arg(long, env = "ICNR_UPSCALE_CPU", default_value = "auto")]
     cpu: String,
 }
@@ -240,7 +241,8 @@ struct BenchArgs {
     /// --kernel-size and --init then do not apply.
     #[arg(long, value_name = "NAME|FILE")]
     model: Option<String>,
-    /// CPU code path: auto, portable, avx2, avx512 or neon (a path this CPU lacks is an error).
+    /// CPU code path: auto, avx512, avx512-novbmi (AVX-512 with VBMI off), avx2, neon or portable (a path this CPU
+    /// lacks is an error).
     #[arg(long, env = "ICNR_UPSCALE_CPU", default_value = "auto")]
     cpu: String,
     /// Worker threads [default: all cores]
@@ -719,7 +721,7 @@ fn bench(args: &BenchArgs) -> Result<(), Failure> {
             Some(m) => format!("model {m}"),
             None => format!("k={}, init {}", args.kernel_size, args.init),
         },
-        path = up.path().name(),
+        path = up.path_name(),
         fast = if up.uses_fast_path() { " (ICNR fast path)" } else { "" },
     );
     let report = serde_json::json!({
@@ -727,7 +729,7 @@ fn bench(args: &BenchArgs) -> Result<(), Failure> {
         "min_ms": min_ms,
         "max_ms": max_ms,
         "gflops": gflops,
-        "path": up.path().name(),
+        "path": up.path_name(),
         "fast_path": up.uses_fast_path(),
         "size": args.size,
         "scale": scale,

@@ -68,6 +68,9 @@ pub mod server;
 
 pub use baseline::Baseline;
 pub use convert::ConvertError;
+/// The names `--cpu` / `ICNR_UPSCALE_CPU` take: `auto`, then every CPU path name.
+#[cfg(any(feature = "cli", feature = "server"))]
+pub use cpu::cpu_names;
 pub use engine::{CpuPath, EngineError, Image, Options, OutRows, RowSamples, Samples, Upscaler};
 pub use imageio::{Compression, DecodeLimits, Decoded, EncodeStats, ImageError};
 pub use kernel::{Init, Initializer, Kernel, KernelError, KernelParams};

@@ -45,8 +45,8 @@ pub struct ServeArgs {
     /// takes a comma-separated list). Each is validated at start: a bad file stops the service from starting.
     #[arg(long = "model", value_name = "NAME=FILE", env = "ICNR_UPSCALE_MODEL", value_delimiter = ',')]
     pub models: Vec<String>,
-    /// CPU code path: auto (the best this CPU has), portable, avx2, avx512 or neon. A path this CPU
-    /// lacks stops the service from starting.
+    /// CPU code path: auto (the best this CPU has), avx512, avx512-novbmi (AVX-512 with VBMI off), avx2, neon or
+    /// portable. A path this CPU lacks stops the service from starting.
     #[arg(long, env = "ICNR_UPSCALE_CPU", default_value = "auto")]
     pub cpu: String,
 }

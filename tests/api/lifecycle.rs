@@ -218,7 +218,7 @@ async fn shutdown_while_a_cpu_job_runs_stops_it_within_the_grace_period() {
 /// on an AVX-512 machine, starts and upscales.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_path_is_forced_or_the_service_refuses_to_start() {
-    use icnr_upscale::cpu::cpu_names;
+    use icnr_upscale::cpu_names;
     use icnr_upscale::engine::{Options, PATH_NAMES};
 
     let refusal = |cpu: &str| {
