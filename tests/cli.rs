@@ -163,7 +163,7 @@ fn bench_ends_with_a_json_line() {
     let j: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
     assert!(j["median_ms"].as_f64().unwrap() > 0.0);
     assert!(j["gflops"].as_f64().unwrap() > 0.0);
-    assert!(["avx512", "avx2_fma", "neon", "portable"].contains(&j["path"].as_str().unwrap()));
+    assert!(icnr_upscale::engine::PATH_NAMES.contains(&j["path"].as_str().unwrap()), "{last}");
     assert_eq!(j["fast_path"], true, "ICNR is tied");
     assert_eq!(j["size"], 64);
     assert_eq!(j["scale"], 2);
@@ -179,6 +179,29 @@ fn bench_ends_with_a_json_line() {
         (j["fast_path"].as_bool(), j["init"].as_str(), j["scale"].as_u64()),
         (Some(false), Some("default"), Some(3))
     );
+}
+
+/// `--cpu NAME` runs that path and the bench JSON names the kernels that ran (so `avx512-novbmi` on a VBMI machine
+/// reports itself); an unknown name exits 2 listing every valid name.
+#[test]
+fn bench_runs_the_forced_cpu_path_and_unknown_names_exit_2() {
+    let supported = icnr_upscale::engine::supported_path_names();
+    for name in icnr_upscale::engine::PATH_NAMES {
+        let o = run(&["bench", "--size", "32", "--iters", "1", "--threads", "1", "--cpu", name]);
+        if !supported.split(", ").any(|s| s == name) {
+            assert_eq!(o.status.code(), Some(2), "{name} is not supported here: {}", stderr(&o));
+            eprintln!("SKIP path {name} in cli::bench_runs_the_forced_cpu_path: not supported by this CPU");
+            continue;
+        }
+        assert!(o.status.success(), "--cpu {name}: {}", stderr(&o));
+        let j: serde_json::Value = serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
+        assert_eq!(j["path"], *name, "--cpu {name}");
+    }
+    let o = run(&["bench", "--size", "32", "--iters", "1", "--cpu", "avx1024"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for name in icnr_upscale::cpu_names() {
+        assert!(stderr(&o).contains(name), "{name} missing from: {}", stderr(&o));
+    }
 }
 
 /// Usage errors exit 2 with clap's message on stderr and nothing written.
