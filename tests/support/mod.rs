@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod paths;
 pub mod png;
 pub mod problem;
+#[cfg(feature = "server")]
 pub mod server;
 #[allow(unused_imports)] // for the binaries that import it from here
 pub use images::jpeg_with_orientation;
