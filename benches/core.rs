@@ -13,7 +13,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, Criterion, Throughput};
 use icnr_upscale::engine::{CpuPath, Image, Options, OutRows, Samples, Upscaler};
-use icnr_upscale::kernel::{Init, Initializer, Kernel};
+use icnr_upscale::kernel::Kernel;
+use ndarray::{Array1, Array4};
 
 /// SplitMix64 for deterministic test data.
 fn splitmix(state: &mut u64) -> u64 {
@@ -35,15 +36,10 @@ fn kernel(r: u32, k: u32, tied: bool) -> Kernel {
     let bias: Vec<f32> = (0..cout).map(|_| u()).collect();
     let rr = (r * r) as usize;
     let pick = |o: usize| if tied { o - o % rr } else { o };
-    Kernel {
-        scale: r,
-        kernel_size: k,
-        init: if tied { Init::Icnr } else { Init::Default },
-        initializer: Initializer::KaimingNormal,
-        seed: 0,
-        weight: (0..cout * per).map(|i| base[pick(i / per) * per + i % per]).collect(),
-        bias: (0..cout).map(|o| bias[pick(o)]).collect(),
-    }
+    let (k, cout_k) = (k as usize, cout);
+    let weight: Vec<f32> = (0..cout * per).map(|i| base[pick(i / per) * per + i % per]).collect();
+    let bias: Array1<f32> = (0..cout).map(|o| bias[pick(o)]).collect();
+    Kernel::new(Array4::from_shape_vec((cout_k, 3, k, k), weight).unwrap(), Some(bias)).unwrap()
 }
 
 fn image(n: u32) -> Image {
@@ -68,8 +64,11 @@ fn bench_core(c: &mut Criterion) {
                 if path != CpuPath::detect() && name == "general" {
                     continue;
                 }
-                let up =
-                    Upscaler::new(&kernel(r, k, tied), Options { path, allow_fast_path: fast, ..Options::default() });
+                let up = Upscaler::from_kernel(
+                    &kernel(r, k, tied),
+                    Options { path, allow_fast_path: fast, ..Options::default() },
+                )
+                .unwrap();
                 g.bench_function(format!("{n}/r{r}/k{k}/{name}/{}", path.name()), |b| {
                     b.iter(|| pool.install(|| up.upscale_streaming(&img, discard).unwrap()))
                 });
@@ -100,7 +99,8 @@ fn fixed_iterations() -> bool {
     let threads = std::env::var("CORE_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool");
     let img = image(n);
-    let up = Upscaler::new(&kernel(r, k, tied), Options { path, allow_fast_path: fast, ..Options::default() });
+    let up = Upscaler::from_kernel(&kernel(r, k, tied), Options { path, allow_fast_path: fast, ..Options::default() })
+        .unwrap();
     let mut times: Vec<f64> = (0..iters)
         .map(|_| {
             let t = std::time::Instant::now();
@@ -149,8 +149,8 @@ fn bench_model(c: &mut Criterion) {
     g.throughput(Throughput::Elements(512 * 512));
     for model in &models {
         for path in CpuPath::supported() {
-            let up = Upscaler::from_model(model, Options { path, allow_fast_path: true, ..Options::default() })
-                .expect("engine");
+            let up =
+                Upscaler::new(model, Options { path, allow_fast_path: true, ..Options::default() }).expect("engine");
             g.bench_function(format!("model/{}/512/{}", model.name(), path.name()), |b| {
                 b.iter(|| pool.install(|| up.upscale_streaming(&img, |_| Ok::<(), Infallible>(())).unwrap()))
             });

@@ -56,7 +56,7 @@ pub fn compare(root: &Path) -> anyhow::Result<Comparison> {
         let params =
             KernelParams { scale: SCALE, kernel_size: 3, init, initializer: Initializer::KaimingNormal, seed: SEED };
         let kernel = Kernel::generate(&params)?;
-        Ok(Upscaler::new(&kernel, Options::default()).upscale(&photo))
+        Ok(Upscaler::from_kernel(&kernel, Options::default()).unwrap().upscale(&photo).unwrap())
     };
     let default = upscale(Init::Default)?;
     let icnr = upscale(Init::Icnr)?;

@@ -51,9 +51,9 @@ fn main() -> Result<()> {
 
     // 2. Upscale an in-memory `image` buffer. The engine detects the tied weights and computes only the 3 distinct
     //    channels (the ICNR fast path); every 2x2 block of the output is uniform, so the checkerboard score is 0.
-    let up = Upscaler::from_model(&icnr, Options::default())?;
+    let up = Upscaler::new(&icnr, Options::default())?;
     assert!(up.uses_fast_path());
-    let output = up.try_upscale(&Image::from(input.clone()))?;
+    let output = up.upscale(&Image::from(input.clone()))?;
     assert_eq!(checkerboard_score(&output, 2), 0.0);
     let output = RgbImage::try_from(output)?;
     let nearest = RgbImage::from_fn(48, 32, |x, y| *input.get_pixel(x / 2, y / 2));
@@ -69,22 +69,24 @@ fn main() -> Result<()> {
 
     // PyTorch's default Conv2d init, untied, leaves a checkerboard: each r x r block gets r^2 different biases.
     let default = Model::from_kernel(&Kernel::generate(&KernelParams { init: Init::Default, ..Default::default() })?);
-    let up_default = Upscaler::from_model(&default, Options::default())?;
+    let up_default = Upscaler::new(&default, Options::default())?;
     assert!(!up_default.uses_fast_path());
-    let score = checkerboard_score(&up_default.try_upscale(&Image::from(input.clone()))?, 2);
+    let score = checkerboard_score(&up_default.upscale(&Image::from(input.clone()))?, 2);
     assert!(score > 0.0);
     println!("   PyTorch's default init instead: checkerboard score {score:.3}");
 
     // 3a. A conv's state_dict saved by PyTorch, `safetensors.torch.save_file(conv.state_dict(), path)`, is a kernel.
     let conv_file = std::fs::read(fixture("conv_f32.safetensors"))?;
     let kernel = Kernel::from_safetensors(&conv_file)?;
-    assert_eq!(kernel.init, Init::Custom);
+    assert_eq!(kernel.init(), Init::Custom);
     let from_torch = Model::from_kernel(&kernel);
-    let out = Upscaler::from_model(&from_torch, Options::default())?.try_upscale(&Image::from(input.clone()))?;
-    assert_eq!((out.width, out.height), (input.width() * kernel.scale, input.height() * kernel.scale));
+    let out = Upscaler::new(&from_torch, Options::default())?.upscale(&Image::from(input.clone()))?;
+    assert_eq!((out.width, out.height), (input.width() * kernel.scale(), input.height() * kernel.scale()));
     println!(
         "3. PyTorch conv state_dict: scale {}, kernel {}x{}",
-        kernel.scale, kernel.kernel_size, kernel.kernel_size
+        kernel.scale(),
+        kernel.kernel_size(),
+        kernel.kernel_size()
     );
 
     // 3b. A whole network saved by PyTorch (scripts/models.py): the state_dict, with the layer list in the metadata.
@@ -92,7 +94,7 @@ fn main() -> Result<()> {
     let network = Model::load_file(fixture("model_io/every_op.safetensors"), &ModelLimits::default())?;
     let as_json = Model::from_json(&std::fs::read(fixture("model_io/every_op.json"))?, &ModelLimits::default())?;
     assert_eq!(network, as_json);
-    let out = Upscaler::from_model(&network, Options::default())?.try_upscale(&Image::from(input.clone()))?;
+    let out = Upscaler::new(&network, Options::default())?.upscale(&Image::from(input.clone()))?;
     assert_eq!((out.width, out.height, out.channels), (input.width() * 3, input.height() * 3, 3));
     println!(
         "   PyTorch network {}: {} layers, residual {}, x{}",

@@ -1,4 +1,4 @@
-//! Times `Upscaler::from_model` on an in-memory N x N RGB8 image (sink discards rows), like `icnr-upscale bench`
+//! Times `Upscaler::new` on an in-memory N x N RGB8 image (sink discards rows), like `icnr-upscale bench`
 //! for kernels; the last stdout line is JSON (`median_ms`, `min_ms`, `gflops`, `path`, ...). Used by
 //! `scripts/bench_peers.py --model`.
 //!
@@ -56,8 +56,7 @@ fn main() {
     } else {
         Model::load_file(&model_arg, &ModelLimits::default()).expect("model")
     };
-    let up =
-        Upscaler::from_model(&model, Options { path, allow_fast_path: true, ..Options::default() }).expect("engine");
+    let up = Upscaler::new(&model, Options { path, allow_fast_path: true, ..Options::default() }).expect("engine");
     let mut s = 7u64;
     let samples = (0..n as usize * n as usize * 3).map(|_| splitmix(&mut s) as u8).collect();
     let img = Image { width: n, height: n, channels: 3, samples: Samples::U8(samples) };

@@ -684,7 +684,7 @@ fn bench(args: &BenchArgs) -> Result<(), Failure> {
                 init: args.init,
                 ..KernelParams::default()
             };
-            (Upscaler::new(&generate(&params)?, opts), None)
+            (Upscaler::from_kernel(&generate(&params)?, opts).map_err(|e| Failure::usage(e.to_string()))?, None)
         }
     };
     let threads = match args.threads {

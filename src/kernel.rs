@@ -33,6 +33,7 @@
 
 use std::path::Path;
 
+use ndarray::{Array1, Array4};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
@@ -121,7 +122,7 @@ impl KernelParams {
         check_scale(self.scale)?;
         check_kernel_size(self.kernel_size, None)?;
         if self.init == Init::Custom {
-            return Err(invalid(
+            return Err(params(
                 "init: custom means uploaded weights (kernel JSON or safetensors); it cannot be generated",
             ));
         }
@@ -129,29 +130,73 @@ impl KernelParams {
     }
 }
 
-/// A validated kernel. `weight.len() == out_channels * 3 * k * k`, `bias.len() == out_channels`,
-/// `out_channels == 3 * scale * scale`, all values finite.
+/// A validated kernel: `weight [3r^2, 3, k, k]` and `bias [3r^2]` (PyTorch's layout), r from 2 to 8, k odd from 1
+/// to 9, all values finite. The fields are private and every constructor ([`Kernel::generate`], [`Kernel::new`],
+/// [`Kernel::from_json`], [`Kernel::from_safetensors`], [`Kernel::load_file`]) checks them, so a `Kernel` is always
+/// valid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Kernel {
-    pub scale: u32,
-    pub kernel_size: u32,
-    pub init: Init,
-    pub initializer: Initializer,
-    pub seed: u64,
-    /// Flat, row-major `[out][in][k][k]`.
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
+    scale: u32,
+    kernel_size: u32,
+    init: Init,
+    initializer: Initializer,
+    seed: u64,
+    /// `[out, in, k, k]`, always in standard (row-major) layout.
+    weight: Array4<f32>,
+    bias: Array1<f32>,
 }
 
 /// Why a kernel (parameters, JSON or safetensors) was rejected. Messages are written for the caller.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum KernelError {
+    /// A parameter is out of range: the scale, the kernel size, or `init: custom` given as a parameter.
     #[error("{0}")]
-    Invalid(String),
+    Params(String),
+    /// The weight or bias shape is not `[3r^2, 3, k, k]` / `[3r^2]`, or disagrees with the file's own fields.
+    #[error("{0}")]
+    Shape(String),
+    /// A weight or bias value is NaN or infinite; `tensor` names the element, e.g. `weight[0][1][2][2]`.
+    #[error("{tensor}: {value} is not a finite value")]
+    NotFinite { tensor: String, value: f32 },
+    /// The input is over [`MAX_KERNEL_BYTES`].
+    #[error("{what} too large: {bytes} bytes (limit {MAX_KERNEL_BYTES})")]
+    TooLarge { what: &'static str, bytes: u64 },
+    /// Not kernel JSON: bad syntax, a wrong type, an unknown field or a missing `weight`.
+    #[error("{0}")]
+    Json(String),
+    /// Not a usable safetensors file: bad header, missing or ambiguous tensors, an unsupported dtype.
+    #[error("{0}")]
+    Safetensors(String),
+    /// The file could not be read.
+    #[error("cannot read {path}: {message}")]
+    Io { path: String, message: String },
+    /// An error in the file at `path` ([`Kernel::load_file`]).
+    #[error("{path}: {source}")]
+    File { path: String, source: Box<KernelError> },
 }
 
-fn invalid(msg: impl Into<String>) -> KernelError {
-    KernelError::Invalid(msg.into())
+impl KernelError {
+    /// The same error with `weight` in its message replaced by `name` (once), for prefixed safetensors keys.
+    fn renamed_weight(self, name: &str) -> KernelError {
+        let r = |m: String| m.replacen("weight", name, 1);
+        match self {
+            KernelError::Params(m) => KernelError::Params(r(m)),
+            KernelError::Shape(m) => KernelError::Shape(r(m)),
+            other => other,
+        }
+    }
+}
+
+fn params(msg: impl Into<String>) -> KernelError {
+    KernelError::Params(msg.into())
+}
+
+fn shape_err(msg: impl Into<String>) -> KernelError {
+    KernelError::Shape(msg.into())
+}
+
+fn st_err(msg: impl Into<String>) -> KernelError {
+    KernelError::Safetensors(msg.into())
 }
 
 /// Whether `r` is a scale factor the crate supports: 2 to 8. The command line, the query parser and the model
@@ -167,7 +212,7 @@ pub fn is_valid_kernel_size(k: u32) -> bool {
 
 fn check_scale(scale: u32) -> Result<(), KernelError> {
     if !is_valid_scale(scale) {
-        return Err(invalid(format!("scale: must be {MIN_SCALE} to {MAX_SCALE}, got {scale}")));
+        return Err(params(format!("scale: must be {MIN_SCALE} to {MAX_SCALE}, got {scale}")));
     }
     Ok(())
 }
@@ -176,7 +221,7 @@ fn check_scale(scale: u32) -> Result<(), KernelError> {
 fn check_kernel_size(k: u32, shape: Option<&[usize]>) -> Result<(), KernelError> {
     if !is_valid_kernel_size(k) {
         let from = shape.map(|s| format!(" (weight {})", fmt_shape(s))).unwrap_or_default();
-        return Err(invalid(format!("kernel_size: must be odd, 1 to {MAX_KERNEL_SIZE}, got {k}{from}")));
+        return Err(params(format!("kernel_size: must be odd, 1 to {MAX_KERNEL_SIZE}, got {k}{from}")));
     }
     Ok(())
 }
@@ -213,7 +258,7 @@ struct ShapeHints {
 fn check_weight_shape(shape: &[usize], hints: ShapeHints) -> Result<(u32, u32), KernelError> {
     if let Some(c) = hints.in_channels {
         if c as usize != IN_CHANNELS {
-            return Err(invalid(format!("in_channels: must be {IN_CHANNELS}, got {c}")));
+            return Err(shape_err(format!("in_channels: must be {IN_CHANNELS}, got {c}")));
         }
     }
     if let Some(s) = hints.scale {
@@ -226,7 +271,7 @@ fn check_weight_shape(shape: &[usize], hints: ShapeHints) -> Result<(u32, u32), 
     let mut expected_out: Option<(usize, String)> = None;
     if let Some(o) = hints.out_channels {
         if scale_for_out_channels(o as usize).is_none() {
-            return Err(invalid(format!(
+            return Err(shape_err(format!(
                 "out_channels: must be 3*r*r for a scale r from {MIN_SCALE} to {MAX_SCALE} ({}), got {o}",
                 all_out_channels()
             )));
@@ -237,7 +282,7 @@ fn check_weight_shape(shape: &[usize], hints: ShapeHints) -> Result<(u32, u32), 
         let o = out_channels_for(s);
         if let Some((eo, _)) = &expected_out {
             if *eo != o {
-                return Err(invalid(format!("out_channels: {eo} does not match scale {s} (3*{s}*{s} = {o})")));
+                return Err(shape_err(format!("out_channels: {eo} does not match scale {s} (3*{s}*{s} = {o})")));
             }
         }
         expected_out = Some((o, format!(" for scale {s}")));
@@ -247,7 +292,7 @@ fn check_weight_shape(shape: &[usize], hints: ShapeHints) -> Result<(u32, u32), 
     let k_txt = hints.kernel_size.map(|k| k.to_string()).unwrap_or_else(|| "k".into());
     let k_why = hints.kernel_size.map(|k| format!(" for kernel_size {k}")).unwrap_or_default();
     let mismatch = |out: &str, why: &str| {
-        invalid(format!("weight: expected [{out}, {IN_CHANNELS}, {k_txt}, {k_txt}]{why}, got {}", fmt_shape(shape)))
+        shape_err(format!("weight: expected [{out}, {IN_CHANNELS}, {k_txt}, {k_txt}]{why}, got {}", fmt_shape(shape)))
     };
     if shape.len() != 4 {
         return Err(mismatch(&out_txt, why));
@@ -257,7 +302,7 @@ fn check_weight_shape(shape: &[usize], hints: ShapeHints) -> Result<(u32, u32), 
         Some((eo, _)) if *eo != out => return Err(mismatch(&out_txt, why)),
         Some(_) => scale_for_out_channels(out).expect("checked above"),
         None => scale_for_out_channels(out).ok_or_else(|| {
-            invalid(format!(
+            shape_err(format!(
                 "out_channels: must be 3*r*r for a scale r from {MIN_SCALE} to {MAX_SCALE} ({}), got {out} \
                  (weight {})",
                 all_out_channels(),
@@ -295,7 +340,7 @@ fn index_path(name: &str, shape: &[usize], mut idx: usize) -> String {
 
 fn check_finite(name: &str, shape: &[usize], values: &[f32]) -> Result<(), KernelError> {
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(invalid(format!("{}: {} is not a finite value", index_path(name, shape, i), values[i])));
+        return Err(KernelError::NotFinite { tensor: index_path(name, shape, i), value: values[i] });
     }
     Ok(())
 }
@@ -542,18 +587,96 @@ pub(crate) fn tensor_f32(name: &str, t: &safetensors::tensor::TensorView<'_>) ->
         Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         other => {
-            return Err(invalid(format!("{name}: dtype {other:?} is not supported (expected F32, F16 or BF16)")));
+            return Err(st_err(format!("{name}: dtype {other:?} is not supported (expected F32, F16 or BF16)")));
         }
     };
     // The safetensors crate checks that the data length matches shape and dtype; keep a guard anyway.
     let n: usize = t.shape().iter().product();
     if v.len() != n {
-        return Err(invalid(format!("{name}: {} values for shape {}", v.len(), fmt_shape(t.shape()))));
+        return Err(st_err(format!("{name}: {} values for shape {}", v.len(), fmt_shape(t.shape()))));
     }
     Ok(v)
 }
 
 impl Kernel {
+    /// Custom weights: `weight [3r^2, 3, k, k]` with r from 2 to 8 and k odd from 1 to 9, `bias [3r^2]` (zeros
+    /// when `None`), all values finite. The kernel is [`Init::Custom`].
+    ///
+    /// ```
+    /// use icnr_upscale::{Init, Kernel};
+    /// use ndarray::Array4;
+    ///
+    /// let k = Kernel::new(Array4::zeros((12, 3, 3, 3)), None)?;
+    /// assert_eq!((k.scale(), k.kernel_size(), k.init()), (2, 3, Init::Custom));
+    /// // 13 output channels is no 3*r*r: an error, not a panic.
+    /// assert!(Kernel::new(Array4::zeros((13, 3, 3, 3)), None).is_err());
+    /// # Ok::<(), icnr_upscale::KernelError>(())
+    /// ```
+    pub fn new(weight: Array4<f32>, bias: Option<Array1<f32>>) -> Result<Kernel, KernelError> {
+        let shape = weight.shape().to_vec();
+        let (scale, kernel_size) = check_weight_shape(&shape, ShapeHints::default())?;
+        let weight = weight.as_standard_layout().into_owned();
+        let wflat = weight.as_slice().expect("standard layout");
+        check_finite("weight", &shape, wflat)?;
+        let bias = match bias {
+            None => Array1::zeros(shape[0]),
+            Some(b) => {
+                if b.len() != shape[0] {
+                    return Err(KernelError::Shape(format!("bias: expected [{}], got [{}]", shape[0], b.len())));
+                }
+                let b = b.as_standard_layout().into_owned();
+                check_finite("bias", &shape[..1], b.as_slice().expect("standard layout"))?;
+                b
+            }
+        };
+        Ok(Kernel {
+            scale,
+            kernel_size,
+            init: Init::Custom,
+            initializer: Initializer::default(),
+            seed: 0,
+            weight,
+            bias,
+        })
+    }
+
+    /// The scale factor r.
+    pub fn scale(&self) -> u32 {
+        self.scale
+    }
+    /// The kernel size k (odd).
+    pub fn kernel_size(&self) -> u32 {
+        self.kernel_size
+    }
+    /// How the kernel was made ([`Init::Custom`] for supplied weights).
+    pub fn init(&self) -> Init {
+        self.init
+    }
+    /// The initializer it was generated with (meaningless for [`Init::Custom`]).
+    pub fn initializer(&self) -> Initializer {
+        self.initializer
+    }
+    /// The seed it was generated with (0 for [`Init::Custom`]).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    /// The weight, `[3r^2, 3, k, k]`.
+    pub fn weight(&self) -> &Array4<f32> {
+        &self.weight
+    }
+    /// The bias, `[3r^2]`.
+    pub fn bias(&self) -> &Array1<f32> {
+        &self.bias
+    }
+    /// The weight as a flat row-major slice `[out][in][k][k]`, for the engine's packing.
+    pub(crate) fn weight_flat(&self) -> &[f32] {
+        self.weight.as_slice().expect("constructors keep the weight in standard layout")
+    }
+    /// The bias as a slice.
+    pub(crate) fn bias_flat(&self) -> &[f32] {
+        self.bias.as_slice().expect("constructors keep the bias in standard layout")
+    }
+
     /// Output channels of the convolution, `3 * scale * scale`.
     pub fn out_channels(&self) -> usize {
         out_channels_for(self.scale)
@@ -584,10 +707,11 @@ impl Kernel {
     ///
     /// let k = Kernel::generate(&KernelParams { scale: 2, kernel_size: 3, init: Init::Icnr, ..Default::default() })?;
     /// // 3*2*2 = 12 output channels, tied in runs of r*r = 4: W[o] = W0[o / 4]. The bias is zero, so tied too.
-    /// let per_out = 3 * 3 * 3;
-    /// assert_eq!(k.weight[..per_out], k.weight[3 * per_out..4 * per_out]);
-    /// assert_ne!(k.weight[..per_out], k.weight[4 * per_out..5 * per_out]);
-    /// assert!(k.bias.iter().all(|b| *b == 0.0));
+    /// let w = k.weight(); // ndarray, [out, in, k, k]
+    /// assert_eq!(w.shape(), [12, 3, 3, 3]);
+    /// assert_eq!(w.index_axis(ndarray::Axis(0), 0), w.index_axis(ndarray::Axis(0), 3));
+    /// assert_ne!(w.index_axis(ndarray::Axis(0), 0), w.index_axis(ndarray::Axis(0), 4));
+    /// assert!(k.bias().iter().all(|b| *b == 0.0));
     /// assert!(Kernel::generate(&KernelParams { kernel_size: 4, ..Default::default() }).is_err());
     /// # Ok::<(), icnr_upscale::KernelError>(())
     /// ```
@@ -633,31 +757,31 @@ impl Kernel {
             init: p.init,
             initializer: p.initializer,
             seed: p.seed,
-            weight,
-            bias,
+            weight: Array4::from_shape_vec([out, IN_CHANNELS, k, k], weight).expect("out * per_out values"),
+            bias: Array1::from_vec(bias),
         };
         debug_assert!(kernel.validate().is_ok());
         Ok(kernel)
     }
 
-    /// Checks the invariants: scale 2..=8, odd kernel size 1..=9, weight and bias lengths, all values finite.
-    pub fn validate(&self) -> Result<(), KernelError> {
+    /// Checks the invariants (every constructor guarantees them): scale 2..=8, odd kernel size 1..=9, the weight
+    /// and bias shapes, all values finite.
+    fn validate(&self) -> Result<(), KernelError> {
         check_scale(self.scale)?;
         check_kernel_size(self.kernel_size, None)?;
         let shape = self.weight_shape();
-        let n: usize = shape.iter().product();
-        if self.weight.len() != n {
-            return Err(invalid(format!(
-                "weight: expected {} = {n} values, got {}",
+        if self.weight.shape() != shape {
+            return Err(shape_err(format!(
+                "weight: expected {}, got {}",
                 fmt_shape(&shape),
-                self.weight.len()
+                fmt_shape(self.weight.shape())
             )));
         }
         if self.bias.len() != shape[0] {
-            return Err(invalid(format!("bias: expected [{}], got [{}]", shape[0], self.bias.len())));
+            return Err(shape_err(format!("bias: expected [{}], got [{}]", shape[0], self.bias.len())));
         }
-        check_finite("weight", &shape, &self.weight)?;
-        check_finite("bias", &shape[..1], &self.bias)?;
+        check_finite("weight", &shape, self.weight_flat())?;
+        check_finite("bias", &shape[..1], self.bias_flat())?;
         Ok(())
     }
 
@@ -675,8 +799,8 @@ impl Kernel {
             init: self.init,
             initializer: (!custom).then_some(self.initializer),
             seed: (!custom).then_some(self.seed),
-            weight: Nested { values: &self.weight, shape: &shape },
-            bias: &self.bias,
+            weight: Nested { values: self.weight_flat(), shape: &shape },
+            bias: self.bias_flat(),
         };
         let mut s = serde_json::to_string(&out).expect("kernel JSON serialization cannot fail");
         s.push('\n');
@@ -692,21 +816,27 @@ impl Kernel {
     /// any other weights, including edited or trained ones, become [`Init::Custom`].
     pub fn from_json(bytes: &[u8]) -> Result<Kernel, KernelError> {
         if bytes.len() > MAX_KERNEL_BYTES {
-            return Err(invalid(format!("kernel JSON too large: {} bytes (limit {MAX_KERNEL_BYTES})", bytes.len())));
+            return Err(KernelError::TooLarge { what: "kernel JSON", bytes: bytes.len() as u64 });
         }
         let j: KernelJsonIn = serde_json::from_slice(bytes).map_err(|e| {
             let msg = e.to_string();
             if msg.starts_with("number out of range") {
-                invalid(format!("kernel JSON: {msg}: not a finite f32"))
+                KernelError::Json(format!("kernel JSON: {msg}: not a finite f32"))
             } else if msg.starts_with("weight") || msg.starts_with("bias") {
                 // Our own messages from reading the tensors, with serde_json's position appended.
-                invalid(msg)
+                if msg.starts_with("weight: expected") || msg.starts_with("bias: expected") {
+                    shape_err(msg)
+                } else {
+                    KernelError::Json(msg)
+                }
             } else {
-                invalid(format!("kernel JSON: {msg}"))
+                KernelError::Json(format!("kernel JSON: {msg}"))
             }
         })?;
         let Some(WeightTensor(FlatTensor { shape, values: weight })) = j.weight else {
-            return Err(invalid("weight: missing (kernel JSON needs at least `weight`, nested [out][in][k][k])"));
+            return Err(KernelError::Json(
+                "weight: missing (kernel JSON needs at least `weight`, nested [out][in][k][k])".into(),
+            ));
         };
         let hints = ShapeHints {
             scale: j.scale,
@@ -720,7 +850,7 @@ impl Kernel {
             None => vec![0.0; out],
             Some(BiasTensor(b)) => {
                 if b.shape != [out] {
-                    return Err(invalid(format!("bias: expected [{out}], got {}", fmt_shape(&b.shape))));
+                    return Err(shape_err(format!("bias: expected [{out}], got {}", fmt_shape(&b.shape))));
                 }
                 b.values
             }
@@ -738,14 +868,16 @@ impl Kernel {
         initializer: Option<Initializer>,
         seed: Option<u64>,
     ) -> Kernel {
+        let k = kernel_size as usize;
+        let shape = [weight.len() / (IN_CHANNELS * k * k), IN_CHANNELS, k, k];
         let mut kernel = Kernel {
             scale,
             kernel_size,
             init: Init::Custom,
             initializer: Initializer::default(),
             seed: 0,
-            weight,
-            bias,
+            weight: Array4::from_shape_vec(shape, weight).expect("the caller checked the weight shape"),
+            bias: Array1::from_vec(bias),
         };
         if let Some(init) = init.filter(|i| *i != Init::Custom) {
             let p = KernelParams {
@@ -757,7 +889,7 @@ impl Kernel {
             };
             if let Ok(g) = Kernel::generate(&p) {
                 let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-                if same(&g.weight, &kernel.weight) && same(&g.bias, &kernel.bias) {
+                if same(g.weight_flat(), kernel.weight_flat()) && same(g.bias_flat(), kernel.bias_flat()) {
                     kernel = g;
                 }
             }
@@ -770,36 +902,36 @@ impl Kernel {
     /// optional `<prefix>.bias`; F32, F16 or BF16. Other tensors are ignored. The kernel is [`Init::Custom`].
     pub fn from_safetensors(bytes: &[u8]) -> Result<Kernel, KernelError> {
         if bytes.len() > MAX_KERNEL_BYTES {
-            return Err(invalid(format!(
-                "safetensors file too large: {} bytes (limit {MAX_KERNEL_BYTES})",
-                bytes.len()
-            )));
+            return Err(KernelError::TooLarge { what: "safetensors file", bytes: bytes.len() as u64 });
         }
-        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(format!("safetensors: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| st_err(format!("safetensors: {e}")))?;
         let mut names = st.names();
         names.sort_unstable();
         let weights: Vec<&str> = names.iter().copied().filter(|n| *n == "weight" || n.ends_with(".weight")).collect();
         let wname = match weights.as_slice() {
             [one] => *one,
             [] => {
-                return Err(invalid(format!(
+                return Err(st_err(format!(
                     "safetensors: no `weight` or `<prefix>.weight` tensor (found: {})",
                     if names.is_empty() { "none".to_string() } else { names.join(", ") }
                 )));
             }
             many => {
-                return Err(invalid(format!(
+                return Err(st_err(format!(
                     "safetensors: expected exactly one `weight` or `<prefix>.weight` tensor, found {}",
                     many.join(", ")
                 )));
             }
         };
         let bname = format!("{}bias", &wname[..wname.len() - "weight".len()]);
-        let wt = st.tensor(wname).map_err(|e| invalid(format!("safetensors: {e}")))?;
+        let wt = st.tensor(wname).map_err(|e| st_err(format!("safetensors: {e}")))?;
         let shape = wt.shape().to_vec();
         let (scale, kernel_size) = check_weight_shape(&shape, ShapeHints::default()).map_err(|e| {
-            let KernelError::Invalid(m) = e;
-            invalid(if wname == "weight" { m } else { m.replacen("weight", wname, 1) })
+            if wname == "weight" {
+                e
+            } else {
+                e.renamed_weight(wname)
+            }
         })?;
         let weight = tensor_f32(wname, &wt)?;
         check_finite(wname, &shape, &weight)?;
@@ -808,7 +940,7 @@ impl Kernel {
             Err(_) => vec![0.0; out],
             Ok(bt) => {
                 if bt.shape() != [out] {
-                    return Err(invalid(format!("{bname}: expected [{out}], got {}", fmt_shape(bt.shape()))));
+                    return Err(shape_err(format!("{bname}: expected [{out}], got {}", fmt_shape(bt.shape()))));
                 }
                 let b = tensor_f32(&bname, &bt)?;
                 check_finite(&bname, &[out], &b)?;
@@ -822,20 +954,20 @@ impl Kernel {
     /// [`MAX_KERNEL_BYTES`] are rejected before they are read.
     pub fn load_file(path: impl AsRef<Path>) -> Result<Kernel, KernelError> {
         let path = path.as_ref();
-        let io = |e: std::io::Error| invalid(format!("cannot read {}: {e}", path.display()));
+        let io = |e: std::io::Error| KernelError::Io { path: path.display().to_string(), message: e.to_string() };
         let file = std::fs::File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len > MAX_KERNEL_BYTES as u64 {
-            return Err(invalid(format!(
-                "{}: kernel file too large: {len} bytes (limit {MAX_KERNEL_BYTES})",
-                path.display()
-            )));
+            return Err(KernelError::File {
+                path: path.display().to_string(),
+                source: Box::new(KernelError::TooLarge { what: "kernel file", bytes: len }),
+            });
         }
         let mut bytes = Vec::with_capacity(len as usize);
         std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_KERNEL_BYTES as u64 + 1), &mut bytes)
             .map_err(io)?;
         let is_st = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
         let kernel = if is_st { Kernel::from_safetensors(&bytes) } else { Kernel::from_json(&bytes) };
-        kernel.map_err(|KernelError::Invalid(m)| invalid(format!("{}: {m}", path.display())))
+        kernel.map_err(|e| KernelError::File { path: path.display().to_string(), source: Box::new(e) })
     }
 }

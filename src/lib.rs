@@ -11,11 +11,11 @@
 //! // An ICNR kernel for 2x: one conv (3 -> 12 channels, 3x3) and a pixel shuffle.
 //! let kernel = Kernel::generate(&KernelParams { scale: 2, ..KernelParams::default() })?;
 //! let model = Model::from_kernel(&kernel);
-//! let up = Upscaler::from_model(&model, Options::default())?;
+//! let up = Upscaler::new(&model, Options::default())?;
 //!
 //! // Any `image` crate buffer converts into an engine image and back.
 //! let input = image::RgbImage::from_pixel(4, 3, image::Rgb([200, 100, 50]));
-//! let output = up.try_upscale(&Image::from(input))?;
+//! let output = up.upscale(&Image::from(input))?;
 //! let output = image::RgbImage::try_from(output)?;
 //! assert_eq!(output.dimensions(), (8, 6));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -74,8 +74,11 @@ pub use cpu::cpu_names;
 pub use engine::{CpuPath, EngineError, Image, Options, OutRows, RowSamples, Samples, Upscaler};
 pub use imageio::{Compression, DecodeLimits, Decoded, EncodeStats, ImageError};
 pub use kernel::{Init, Initializer, Kernel, KernelError, KernelParams};
-pub use model::{Conv2d, Layer, Limit, Model, ModelError, ModelLimits, Residual};
+pub use model::{Conv2d, Layer, Limit, Model, ModelError, ModelLimits, Op, Residual};
 pub use names::UnknownName;
+/// The tensor crate of the public API ([`Kernel`] and [`Conv2d`] weights are `ndarray` arrays), re-exported so a
+/// dependent uses the same version.
+pub use ndarray;
 pub use pipeline::{
     ModelInfo, ModelKind, ModelRequest, Outcome, PipelineError, Registry, Resolved, RunLimits, Weights,
 };

@@ -82,7 +82,7 @@ pub enum ModelError {
     #[error("{0}")]
     Syntax(String),
     /// An op name that is not one of the supported ops.
-    #[error("layers[{layer}]: unknown op `{op}` (supported: conv2d, relu, tanh, leaky_relu, prelu, pixel_shuffle)")]
+    #[error("layers[{layer}]: unknown op `{op}` (supported: {})", Op::NAMES.join(", "))]
     UnknownOp { layer: usize, op: String },
     /// A field an op needs is missing, or an unknown field is present.
     #[error("layers[{layer}] ({op}): {msg}")]
@@ -180,17 +180,33 @@ pub enum Layer {
     },
 }
 
+named_enum! {
+    /// The ops a model's `layers` can hold: the `op` field of the model JSON, spelled here only.
+    pub enum Op ("op") {
+        Conv2d = "conv2d",
+        Relu = "relu",
+        Tanh = "tanh",
+        LeakyRelu = "leaky_relu",
+        Prelu = "prelu",
+        PixelShuffle = "pixel_shuffle",
+    }
+}
+
 impl Layer {
-    /// The op name used in the model JSON.
-    pub fn op(&self) -> &'static str {
+    /// Which op this layer is.
+    pub fn kind(&self) -> Op {
         match self {
-            Layer::Conv2d(_) => "conv2d",
-            Layer::Relu => "relu",
-            Layer::Tanh => "tanh",
-            Layer::LeakyRelu { .. } => "leaky_relu",
-            Layer::Prelu { .. } => "prelu",
-            Layer::PixelShuffle { .. } => "pixel_shuffle",
+            Layer::Conv2d(_) => Op::Conv2d,
+            Layer::Relu => Op::Relu,
+            Layer::Tanh => Op::Tanh,
+            Layer::LeakyRelu { .. } => Op::LeakyRelu,
+            Layer::Prelu { .. } => Op::Prelu,
+            Layer::PixelShuffle { .. } => Op::PixelShuffle,
         }
+    }
+    /// The op name used in the model JSON ([`Op::name`]).
+    pub fn op(&self) -> &'static str {
+        self.kind().name()
     }
 }
 
@@ -291,14 +307,12 @@ impl Model {
     /// # Ok::<(), icnr_upscale::KernelError>(())
     /// ```
     pub fn from_kernel(kernel: &Kernel) -> Model {
-        let weight = Array4::from_shape_vec(kernel.weight_shape(), kernel.weight.clone())
-            .expect("a validated kernel has weight_shape() values");
-        let conv = Conv2d { weight, bias: Array1::from_vec(kernel.bias.clone()) };
+        let conv = Conv2d { weight: kernel.weight().clone(), bias: kernel.bias().clone() };
         Model {
             name: "init".into(),
-            scale: kernel.scale,
+            scale: kernel.scale(),
             residual: Residual::None,
-            layers: vec![Layer::Conv2d(conv), Layer::PixelShuffle { upscale_factor: kernel.scale }],
+            layers: vec![Layer::Conv2d(conv), Layer::PixelShuffle { upscale_factor: kernel.scale() }],
             description: String::new(),
             training: Value::Null,
         }
@@ -309,18 +323,7 @@ impl Model {
     pub fn as_kernel(&self) -> Option<Kernel> {
         match (self.residual, self.layers.as_slice()) {
             (Residual::None, [Layer::Conv2d(c), Layer::PixelShuffle { .. }]) => {
-                let k = c.kernel_size() as u32;
-                let weight: Vec<f32> = c.weight.iter().copied().collect();
-                let kernel = Kernel {
-                    scale: self.scale,
-                    kernel_size: k,
-                    init: crate::kernel::Init::Custom,
-                    initializer: Default::default(),
-                    seed: 0,
-                    weight,
-                    bias: c.bias.to_vec(),
-                };
-                kernel.validate().ok().map(|_| kernel)
+                Kernel::new(c.weight.clone(), Some(c.bias.clone())).ok()
             }
             _ => None,
         }
@@ -389,21 +392,20 @@ impl Model {
             .layers
             .iter()
             .zip(&standard)
-            .map(|(l, w)| match l {
-                Layer::Conv2d(c) => {
-                    let w = w.as_ref().expect("a conv has its weight");
-                    LayerOut::Conv2d {
-                        weight: Nested { values: w.as_slice().expect("standard layout"), shape: w.shape() },
-                        bias: c.bias.as_slice().expect("a 1-D array is contiguous"),
+            .map(|(l, w)| {
+                let mut out = LayerOut { op: l.kind(), ..LayerOut::default() };
+                match l {
+                    Layer::Conv2d(c) => {
+                        let w = w.as_ref().expect("a conv has its weight");
+                        out.weight = Some(Nested { values: w.as_slice().expect("standard layout"), shape: w.shape() });
+                        out.bias = Some(c.bias.to_vec());
                     }
+                    Layer::Relu | Layer::Tanh => {}
+                    Layer::LeakyRelu { negative_slope } => out.negative_slope = Some(*negative_slope),
+                    Layer::Prelu { weight } => out.prelu_weight = Some(weight.to_vec()),
+                    Layer::PixelShuffle { upscale_factor } => out.upscale_factor = Some(*upscale_factor),
                 }
-                Layer::Relu => LayerOut::Relu,
-                Layer::Tanh => LayerOut::Tanh,
-                Layer::LeakyRelu { negative_slope } => LayerOut::LeakyRelu { negative_slope: *negative_slope },
-                Layer::Prelu { weight } => {
-                    LayerOut::Prelu { weight: weight.as_slice().expect("a 1-D array is contiguous") }
-                }
-                Layer::PixelShuffle { upscale_factor } => LayerOut::PixelShuffle { upscale_factor: *upscale_factor },
+                out
             })
             .collect();
         let out = ModelOut {
@@ -696,9 +698,13 @@ fn layer_from_json(i: usize, v: Value, src: &mut dyn TensorSource) -> Result<Lay
         Some(k) => Err(field(op, format!("unknown field `{k}`"))),
         None => Ok(()),
     };
-    let layer = match op.as_str() {
-        "conv2d" => {
-            let w = m.remove("weight").ok_or_else(|| field("conv2d", "missing `weight` [out, in, k, k]".into()))?;
+    let Ok(kind) = op.parse::<Op>() else {
+        return Err(ModelError::UnknownOp { layer: i, op });
+    };
+    let name = kind.name();
+    let layer = match kind {
+        Op::Conv2d => {
+            let w = m.remove("weight").ok_or_else(|| field(name, "missing `weight` [out, in, k, k]".into()))?;
             let (ws, wv) = src.tensor(i, "weight", w, 4)?;
             let wname = format!("layers[{i}].weight");
             let weight = Array4::from_shape_vec((ws[0], ws[1], ws[2], ws[3]), wv).map_err(|_| ModelError::Shape {
@@ -712,50 +718,45 @@ fn layer_from_json(i: usize, v: Value, src: &mut dyn TensorSource) -> Result<Lay
             };
             // Shape hints (the safetensors metadata carries them); when present they must agree with the tensor.
             for (key, actual) in [("out_channels", ws[0]), ("in_channels", ws[1]), ("kernel_size", ws[2])] {
-                check_hint(&mut m, i, "conv2d", key, actual)?;
+                check_hint(&mut m, i, name, key, actual)?;
             }
-            no_more(&m, "conv2d")?;
+            no_more(&m, name)?;
             Layer::Conv2d(Conv2d::checked(&wname, &format!("layers[{i}].bias"), weight, bias)?)
         }
-        "relu" | "tanh" => {
-            let op: &'static str = if op == "relu" { "relu" } else { "tanh" };
-            no_more(&m, op)?;
-            if op == "relu" {
-                Layer::Relu
-            } else {
-                Layer::Tanh
-            }
+        Op::Relu => {
+            no_more(&m, name)?;
+            Layer::Relu
         }
-        "leaky_relu" => {
+        Op::Tanh => {
+            no_more(&m, name)?;
+            Layer::Tanh
+        }
+        Op::LeakyRelu => {
             let s = match m.remove("negative_slope") {
                 None => 0.01,
-                Some(v) => {
-                    v.as_f64().ok_or_else(|| field("leaky_relu", "negative_slope: must be a number".into()))? as f32
-                }
+                Some(v) => v.as_f64().ok_or_else(|| field(name, "negative_slope: must be a number".into()))? as f32,
             };
             if !s.is_finite() {
                 return Err(ModelError::NotFinite { tensor: format!("layers[{i}].negative_slope"), value: s });
             }
-            no_more(&m, "leaky_relu")?;
+            no_more(&m, name)?;
             Layer::LeakyRelu { negative_slope: s }
         }
-        "prelu" => {
-            let w =
-                m.remove("weight").ok_or_else(|| field("prelu", "missing `weight` (length 1 or channels)".into()))?;
+        Op::Prelu => {
+            let w = m.remove("weight").ok_or_else(|| field(name, "missing `weight` (length 1 or channels)".into()))?;
             let (_, wv) = src.tensor(i, "weight", w, 1)?;
-            check_hint(&mut m, i, "prelu", "num_parameters", wv.len())?;
-            no_more(&m, "prelu")?;
+            check_hint(&mut m, i, name, "num_parameters", wv.len())?;
+            no_more(&m, name)?;
             Layer::Prelu { weight: Array1::from_vec(wv) }
         }
-        "pixel_shuffle" => {
+        Op::PixelShuffle => {
             let r = m
                 .remove("upscale_factor")
                 .and_then(|v| v.as_u64())
-                .ok_or_else(|| field("pixel_shuffle", "missing `upscale_factor` (an integer)".into()))?;
-            no_more(&m, "pixel_shuffle")?;
+                .ok_or_else(|| field(name, "missing `upscale_factor` (an integer)".into()))?;
+            no_more(&m, name)?;
             Layer::PixelShuffle { upscale_factor: u32::try_from(r).unwrap_or(u32::MAX) }
         }
-        _ => return Err(ModelError::UnknownOp { layer: i, op }),
     };
     Ok(layer)
 }
@@ -872,13 +873,31 @@ struct ModelOut<'a> {
     training: &'a Value,
 }
 
+/// One layer of the model JSON: `op` ([`Op`]'s spelling) and the fields that op has, in this order.
 #[derive(Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum LayerOut<'a> {
-    Conv2d { weight: Nested<'a>, bias: &'a [f32] },
-    Relu,
-    Tanh,
-    LeakyRelu { negative_slope: f32 },
-    Prelu { weight: &'a [f32] },
-    PixelShuffle { upscale_factor: u32 },
+struct LayerOut<'a> {
+    op: Op,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<Nested<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bias: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    negative_slope: Option<f32>,
+    #[serde(rename = "weight", skip_serializing_if = "Option::is_none")]
+    prelu_weight: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upscale_factor: Option<u32>,
+}
+
+impl Default for LayerOut<'_> {
+    fn default() -> Self {
+        LayerOut {
+            op: Op::Relu,
+            weight: None,
+            bias: None,
+            negative_slope: None,
+            prelu_weight: None,
+            upscale_factor: None,
+        }
+    }
 }

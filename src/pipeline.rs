@@ -245,10 +245,7 @@ impl RowUpscaler for Resolved {
 
 /// Builds the engine for a validated model.
 fn upscaler_for(model: &Model, opts: Options) -> Result<Upscaler, String> {
-    match model.as_kernel() {
-        Some(k) => Ok(Upscaler::new(&k, opts)),
-        None => Upscaler::from_model(model, opts).map_err(|e| e.to_string()),
-    }
+    Upscaler::new(model, opts).map_err(|e| e.to_string())
 }
 
 impl Registry {
@@ -397,8 +394,10 @@ impl Registry {
             return Ok(Resolved {
                 name: INIT_MODEL.into(),
                 kind: ModelKind::Generated,
-                scale: kernel.scale,
-                runner: Runner::Engine(Arc::new(Upscaler::new(&kernel, self.opts))),
+                scale: kernel.scale(),
+                runner: Runner::Engine(Arc::new(
+                    Upscaler::from_kernel(&kernel, self.opts).map_err(|e| PipelineError::Engine(e.to_string()))?,
+                )),
             });
         }
         if let Ok(b) = Baseline::from_str(name) {
@@ -488,26 +487,28 @@ impl Registry {
         }
         let kernel = if is_safetensors(bytes) { Kernel::from_safetensors(bytes) } else { Kernel::from_json(bytes) }
             .map_err(|e| PipelineError::BadKernel(format!("the `kernel` field is not valid kernel JSON: {e}")))?;
-        if let Some(scale) = req.scale.filter(|s| *s != kernel.scale) {
+        if let Some(scale) = req.scale.filter(|s| *s != kernel.scale()) {
             return Err(PipelineError::KernelContradiction(format!(
                 "scale={scale} contradicts the kernel, which is for scale {} (out_channels {}); drop `scale` or send \
                  a kernel for scale {scale}",
-                kernel.scale,
-                kernel.bias.len()
+                kernel.scale(),
+                kernel.bias_flat().len()
             )));
         }
-        if let Some(k) = req.kernel_size.filter(|k| *k != kernel.kernel_size) {
+        if let Some(k) = req.kernel_size.filter(|k| *k != kernel.kernel_size()) {
             return Err(PipelineError::KernelContradiction(format!(
                 "kernel_size={k} contradicts the kernel, whose kernel_size is {}; drop `kernel_size` or send a \
                  {k}x{k} kernel",
-                kernel.kernel_size
+                kernel.kernel_size()
             )));
         }
         Ok(Resolved {
             name: CUSTOM_KERNEL_NAME.into(),
             kind: ModelKind::Trained,
-            scale: kernel.scale,
-            runner: Runner::Engine(Arc::new(Upscaler::new(&kernel, self.opts))),
+            scale: kernel.scale(),
+            runner: Runner::Engine(Arc::new(
+                Upscaler::from_kernel(&kernel, self.opts).map_err(|e| PipelineError::Engine(e.to_string()))?,
+            )),
         })
     }
 }

@@ -346,8 +346,8 @@ fn weights_file_matches_flags() {
 
     // The same weights as f32 safetensors (`safetensors.torch.save_file(conv.state_dict())` layout).
     let k = Kernel::from_json(&std::fs::read(&json_path).unwrap()).unwrap();
-    let wbytes: Vec<u8> = k.weight.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let bbytes: Vec<u8> = k.bias.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let wbytes: Vec<u8> = k.weight().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bbytes: Vec<u8> = k.bias().iter().flat_map(|v| v.to_le_bytes()).collect();
     let tensors = vec![
         ("weight", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![27, 3, 5, 5], &wbytes).unwrap()),
         ("bias", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![27], &bbytes).unwrap()),

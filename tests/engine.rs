@@ -8,8 +8,9 @@
 mod support;
 
 use icnr_upscale::engine::{reference, CpuPath, Image, Options, OutRows, RowSamples, Samples, Upscaler};
-use icnr_upscale::kernel::{Init, Initializer, Kernel};
+use icnr_upscale::kernel::Kernel;
 use icnr_upscale::score::{checkerboard_score, ScoreAccumulator};
+use ndarray::{Array1, Array4};
 use support::paths::{every_path, PathsRan};
 
 /// SplitMix64: a tiny, stable generator for test data.
@@ -49,15 +50,9 @@ fn random_kernel(rng: &mut Rng, r: u32, k: u32, tied: bool) -> Kernel {
             bias[o] = rng.uniform(-0.2, 0.2);
         }
     }
-    Kernel {
-        scale: r,
-        kernel_size: k,
-        init: if tied { Init::Icnr } else { Init::Default },
-        initializer: Initializer::KaimingUniform,
-        seed: 0,
-        weight,
-        bias,
-    }
+    let (ru, ku) = (r as usize, k as usize);
+    let weight = Array4::from_shape_vec((3 * ru * ru, 3, ku, ku), weight).unwrap();
+    Kernel::new(weight, Some(Array1::from_vec(bias))).unwrap()
 }
 
 fn random_image(rng: &mut Rng, width: u32, height: u32, channels: u8, depth: u8) -> Image {
@@ -88,9 +83,9 @@ fn diff(a: &Image, b: &Image) -> (u32, usize) {
 /// Runs `opts`'s kernels, with the fast path allowed or not.
 fn run(kernel: &Kernel, img: &Image, opts: Options, fast: bool) -> Image {
     let opts = Options { allow_fast_path: fast, ..opts };
-    let up = Upscaler::new(kernel, opts);
+    let up = Upscaler::from_kernel(kernel, opts).unwrap();
     assert_eq!((up.path(), up.path_name()), (opts.path, opts.path_name()));
-    up.upscale(img)
+    up.upscale(img).unwrap()
 }
 
 /// The options of one path (fast path allowed).
@@ -146,10 +141,10 @@ fn fast_path_is_bit_identical_to_general_path() {
         let img = random_image(&mut rng, w, h, ch, depth);
         let kernel = random_kernel(&mut rng, r, k, true);
         for opts in every_path(true) {
-            let general = Upscaler::new(&kernel, Options { allow_fast_path: false, ..opts });
-            let fast = Upscaler::new(&kernel, opts);
+            let general = Upscaler::from_kernel(&kernel, Options { allow_fast_path: false, ..opts }).unwrap();
+            let fast = Upscaler::from_kernel(&kernel, opts).unwrap();
             assert!(!general.uses_fast_path() && fast.uses_fast_path());
-            let (g, f) = (general.upscale(&img), fast.upscale(&img));
+            let (g, f) = (general.upscale(&img).unwrap(), fast.upscale(&img).unwrap());
             let name = opts.path_name();
             assert!(g == f, "{name} r={r} k={k} {w}x{h}x{ch} {depth}-bit: differ at {:?} samples", diff(&g, &f));
             ran.add(&opts);
@@ -161,7 +156,7 @@ fn fast_path_is_bit_identical_to_general_path() {
 #[test]
 fn untied_kernel_uses_general_path() {
     let kernel = random_kernel(&mut Rng(3), 2, 3, false);
-    assert!(!Upscaler::new(&kernel, Options::default()).uses_fast_path());
+    assert!(!Upscaler::from_kernel(&kernel, Options::default()).unwrap().uses_fast_path());
 }
 
 /// The fast core (every supported path) agrees with the scalar reference within 1 LSB, and almost everywhere
@@ -261,7 +256,7 @@ fn streaming_hands_rows_in_order() {
     let mut rng = Rng(8);
     let img = random_image(&mut rng, 700, 301, 3, 16);
     let kernel = random_kernel(&mut rng, 2, 3, false);
-    let up = Upscaler::new(&kernel, Options::default());
+    let up = Upscaler::from_kernel(&kernel, Options::default()).unwrap();
     let mut next = 0u32;
     let mut calls = 0;
     let mut collected = Vec::new();
@@ -278,7 +273,7 @@ fn streaming_hands_rows_in_order() {
     .unwrap();
     assert_eq!(next, 602);
     assert!(calls > 1, "expected several bands, got {calls}");
-    assert_eq!(Samples::U16(collected), up.upscale(&img).samples);
+    assert_eq!(Samples::U16(collected), up.upscale(&img).unwrap().samples);
 }
 
 /// The first error from the sink stops the run and is returned; the sink is not called again.
@@ -287,7 +282,7 @@ fn streaming_stops_at_first_sink_error() {
     let mut rng = Rng(9);
     let img = random_image(&mut rng, 700, 301, 3, 8);
     let kernel = random_kernel(&mut rng, 2, 3, true);
-    let up = Upscaler::new(&kernel, Options::default());
+    let up = Upscaler::from_kernel(&kernel, Options::default()).unwrap();
     let mut calls = 0;
     let res = up.upscale_streaming(&img, |_rows| {
         calls += 1;
@@ -302,7 +297,7 @@ fn streaming_stops_at_first_sink_error() {
 fn empty_image_produces_nothing() {
     let kernel = random_kernel(&mut Rng(10), 2, 3, false);
     let img = Image { width: 0, height: 5, channels: 3, samples: Samples::U8(vec![]) };
-    let up = Upscaler::new(&kernel, Options::default());
+    let up = Upscaler::from_kernel(&kernel, Options::default()).unwrap();
     let mut calls = 0;
     up.upscale_streaming(&img, |_| -> Result<(), ()> {
         calls += 1;
@@ -310,7 +305,7 @@ fn empty_image_produces_nothing() {
     })
     .unwrap();
     assert_eq!(calls, 0);
-    assert_eq!(up.upscale(&img).samples, Samples::U8(vec![]));
+    assert_eq!(up.upscale(&img).unwrap().samples, Samples::U8(vec![]));
 }
 
 /// Hand-built case, r = 2, one 2x2 block, R = [[255, 0], [0, 0]], G = B = 0. Exactly:
@@ -427,10 +422,10 @@ fn avx512_with_and_without_vbmi_are_bit_identical() {
         for tied in [false, true] {
             let kernel = random_kernel(&mut rng, r, k, tied);
             for fast in [false, true] {
-                let a = Upscaler::new(&kernel, Options { allow_fast_path: fast, ..with });
-                let b = Upscaler::new(&kernel, Options { allow_fast_path: fast, ..without });
+                let a = Upscaler::from_kernel(&kernel, Options { allow_fast_path: fast, ..with }).unwrap();
+                let b = Upscaler::from_kernel(&kernel, Options { allow_fast_path: fast, ..without }).unwrap();
                 assert_eq!((a.path_name(), b.path_name()), ("avx512", "avx512-novbmi"));
-                let (x, y) = (a.upscale(&img), b.upscale(&img));
+                let (x, y) = (a.upscale(&img).unwrap(), b.upscale(&img).unwrap());
                 assert!(x == y, "r={r} k={k} {w}x{h}x{ch} {depth}-bit tied={tied} fast={fast}: {:?}", diff(&x, &y));
             }
         }

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use icnr_upscale::engine::{Image, Options, Samples, Upscaler};
 use icnr_upscale::imageio::{self, Compression, DecodeLimits, ImageError};
-use icnr_upscale::kernel::{Init, Initializer, Kernel};
+use icnr_upscale::kernel::Kernel;
+use ndarray::{Array1, Array4};
 
 const LIMITS: DecodeLimits = DecodeLimits { max_input_pixels: 1 << 24, max_output_pixels: 1 << 26, scale: 2 };
 
@@ -59,15 +60,9 @@ fn dirac_icnr(r: u32, k: u32) -> Kernel {
         let c = o / (ru * ru);
         weight[((o * 3 + c) * ku + ku / 2) * ku + ku / 2] = 1.0;
     }
-    Kernel {
-        scale: r,
-        kernel_size: k,
-        init: Init::Custom,
-        initializer: Initializer::Dirac,
-        seed: 0,
-        weight,
-        bias: vec![0.0; 3 * ru * ru],
-    }
+    let (ru, ku) = (r as usize, k as usize);
+    let weight = Array4::from_shape_vec((3 * ru * ru, 3, ku, ku), weight).unwrap();
+    Kernel::new(weight, Some(Array1::from_vec(vec![0.0; 3 * ru * ru]))).unwrap()
 }
 
 /// An untied kernel with small deterministic pseudo-random weights (an LCG), to exercise the general path.
@@ -78,17 +73,11 @@ fn lcg_kernel(r: u32, k: u32) -> Kernel {
         s = s.wrapping_mul(1_103_515_245).wrapping_add(12345);
         ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.4
     };
-    let weight = (0..3 * ru * ru * 3 * ku * ku).map(|_| next()).collect();
-    let bias = (0..3 * ru * ru).map(|_| next() * 0.5 + 0.3).collect();
-    Kernel {
-        scale: r,
-        kernel_size: k,
-        init: Init::Custom,
-        initializer: Initializer::KaimingNormal,
-        seed: 0,
-        weight,
-        bias,
-    }
+    let weight: Vec<f32> = (0..3 * ru * ru * 3 * ku * ku).map(|_| next()).collect();
+    let bias: Vec<f32> = (0..3 * ru * ru).map(|_| next() * 0.5 + 0.3).collect();
+    let (ru, ku) = (r as usize, k as usize);
+    let weight = Array4::from_shape_vec((3 * ru * ru, 3, ku, ku), weight).unwrap();
+    Kernel::new(weight, Some(Array1::from_vec(bias))).unwrap()
 }
 
 fn to_png(up: &Upscaler, img: &Image, icc: Option<&[u8]>, compression: Compression) -> (Vec<u8>, imageio::EncodeStats) {
@@ -374,11 +363,11 @@ fn streamed_png_equals_in_memory_upscale() {
             (lcg_kernel(3, 1), Compression::Balanced),
             (dirac_icnr(2, 3), Compression::Best),
         ] {
-            let up = Upscaler::new(&kernel, Options::default());
+            let up = Upscaler::from_kernel(&kernel, Options::default()).unwrap();
             let (png_bytes, stats) = to_png(&up, &d.image, None, compression);
-            let expected = up.upscale(&d.image);
+            let expected = up.upscale(&d.image).unwrap();
             let (color, depth, w, h, samples, icc) = read_png(&png_bytes);
-            assert_eq!((w, h), (11 * kernel.scale, 9 * kernel.scale), "{label}");
+            assert_eq!((w, h), (11 * kernel.scale(), 9 * kernel.scale()), "{label}");
             assert_eq!((stats.width, stats.height), (w, h), "{label}");
             assert_eq!(stats.channels, expected.channels, "{label}");
             assert_eq!(color, if expected.channels == 4 { png::ColorType::Rgba } else { png::ColorType::Rgb });
@@ -400,7 +389,7 @@ fn sixteen_bit_alpha_nearest_neighbour_round_trip() {
     };
     let src = image::ImageBuffer::<image::Rgba<u16>, _>::from_fn(5, 3, |x, y| image::Rgba(px(x, y)));
     let d = imageio::decode(&encode(&image::DynamicImage::ImageRgba16(src), image::ImageFormat::Png), &LIMITS).unwrap();
-    let up = Upscaler::new(&dirac_icnr(3, 3), Options::default());
+    let up = Upscaler::from_kernel(&dirac_icnr(3, 3), Options::default()).unwrap();
     let (bytes, stats) = to_png(&up, &d.image, None, Compression::Fast);
     assert_eq!(stats.score, 0.0);
     let (color, depth, w, h, samples, _) = read_png(&bytes);
@@ -442,7 +431,7 @@ fn icc_profile_survives_into_output_png() {
     }
     let d = imageio::decode(&input, &LIMITS).unwrap();
     assert_eq!(d.icc_profile.as_deref(), Some(&icc[..]));
-    let up = Upscaler::new(&dirac_icnr(2, 3), Options::default());
+    let up = Upscaler::from_kernel(&dirac_icnr(2, 3), Options::default()).unwrap();
     let (out, _) = to_png(&up, &d.image, d.icc_profile.as_deref(), Compression::Fast);
     let (_, _, _, _, _, out_icc) = read_png(&out);
     assert_eq!(out_icc.as_deref(), Some(&icc[..]));
@@ -466,7 +455,7 @@ fn should_stop_cancels() {
     // Large enough that the engine likely hands over several bands (their height is the engine's choice).
     let tall = image::DynamicImage::ImageRgb8(pattern_rgb8(512, 1024));
     let img = imageio::decode(&encode(&tall, image::ImageFormat::Png), &LIMITS).unwrap().image;
-    let up = Upscaler::new(&dirac_icnr(2, 3), Options::default());
+    let up = Upscaler::from_kernel(&dirac_icnr(2, 3), Options::default()).unwrap();
     let r = imageio::upscale_to_png(Vec::new(), &up, &img, None, Compression::Fast, &|| true);
     assert!(matches!(r, Err(ImageError::Cancelled)), "{r:?}");
 
@@ -530,7 +519,7 @@ fn sixteen_bit_values_survive_decode() {
 #[test]
 fn icc_profile_from_jpeg_and_webp_is_carried_into_the_png() {
     use image::ImageEncoder;
-    let up = Upscaler::new(&dirac_icnr(2, 3), Options::default());
+    let up = Upscaler::from_kernel(&dirac_icnr(2, 3), Options::default()).unwrap();
     let img = pattern_rgb8(16, 12);
     for (what, icc) in [("small", icc_profile(b"RGB ", 3000)), ("over one APP2 segment", icc_profile(b"RGB ", 150_000))]
     {
@@ -589,7 +578,7 @@ fn jpeg_with_icc(jpeg: &[u8], icc: &[u8]) -> Vec<u8> {
 #[test]
 fn gray_or_cmyk_icc_profile_is_not_written_into_the_rgb_png() {
     use image::ImageEncoder;
-    let up = Upscaler::new(&dirac_icnr(2, 3), Options::default());
+    let up = Upscaler::from_kernel(&dirac_icnr(2, 3), Options::default()).unwrap();
     let gray_icc = icc_profile(b"GRAY", 500);
     let mut gray_png = Vec::new();
     let mut enc = image::codecs::png::PngEncoder::new(&mut gray_png);
@@ -696,7 +685,7 @@ fn metadata_bombs_cost_no_memory() {
         // The same holds for the whole request path: decode, upscale and PNG encoding.
         counting::reset_peak();
         let start = counting::live();
-        let up = Upscaler::new(&dirac_icnr(2, 3), Options::default());
+        let up = Upscaler::from_kernel(&dirac_icnr(2, 3), Options::default()).unwrap();
         let (out, _) = to_png(&up, &d.image, d.icc_profile.as_deref(), Compression::Fast);
         assert!(read_png(&out).5.is_none());
         let peak = counting::peak_since(start);

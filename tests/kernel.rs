@@ -6,7 +6,8 @@
 mod support;
 
 use icnr_upscale::engine::{Image, Options, Samples, Upscaler};
-use icnr_upscale::kernel::{Init, Initializer, Kernel, KernelError, KernelParams, IN_CHANNELS, MAX_KERNEL_BYTES};
+use icnr_upscale::kernel::{Init, Initializer, Kernel, KernelParams, IN_CHANNELS, MAX_KERNEL_BYTES};
+use ndarray::{Array1, Array4};
 use support::paths::{every_path, PathsRan};
 
 const RANDOM_INITIALIZERS: [Initializer; 4] =
@@ -30,7 +31,7 @@ fn gen(p: KernelParams) -> Kernel {
 fn err_json(json: &str) -> String {
     match Kernel::from_json(json.as_bytes()) {
         Ok(k) => panic!("accepted {json:.200}: {k:?}"),
-        Err(KernelError::Invalid(m)) => m,
+        Err(e) => e.to_string(),
     }
 }
 
@@ -128,8 +129,8 @@ fn plain_initializer_statistics() {
     let (fan_in, fan_out) = (3.0 * 81.0, 192.0 * 81.0);
     for init in RANDOM_INITIALIZERS {
         let k = gen(params(8, 9, Init::Plain, init, 7));
-        check_dist(&format!("plain {init:?}"), &k.weight, expected_dist(init, fan_in, fan_out));
-        assert!(k.bias.iter().all(|&b| b.to_bits() == 0));
+        check_dist(&format!("plain {init:?}"), k.weight().as_slice().unwrap(), expected_dist(init, fan_in, fan_out));
+        assert!(k.bias().as_slice().unwrap().iter().all(|&b| b.to_bits() == 0));
     }
 }
 
@@ -145,7 +146,7 @@ fn icnr_initializer_statistics() {
             let per_out = IN_CHANNELS * 81;
             for g in 0..3 {
                 let o = g * 64;
-                pooled.extend_from_slice(&k.weight[o * per_out..(o + 1) * per_out]);
+                pooled.extend_from_slice(&k.weight().as_slice().unwrap()[o * per_out..(o + 1) * per_out]);
             }
         }
         assert_eq!(pooled.len(), 46656);
@@ -158,13 +159,13 @@ fn icnr_initializer_statistics() {
 fn default_init_statistics() {
     let k = gen(params(8, 9, Init::Default, Initializer::KaimingNormal, 3));
     let b = 1.0 / (243f64).sqrt();
-    check_dist("default weight", &k.weight, Dist::Uniform(b));
+    check_dist("default weight", k.weight().as_slice().unwrap(), Dist::Uniform(b));
     // Only 192 bias values: bounds, and that they are not all zero / not tied.
-    assert!(k.bias.iter().all(|&x| (x as f64) >= -b && (x as f64) < b));
-    assert!(k.bias.windows(2).all(|w| w[0] != w[1]));
+    assert!(k.bias().as_slice().unwrap().iter().all(|&x| (x as f64) >= -b && (x as f64) < b));
+    assert!(k.bias().as_slice().unwrap().windows(2).all(|w| w[0] != w[1]));
     // The initializer does not matter for `default`.
     let k2 = gen(params(8, 9, Init::Default, Initializer::Dirac, 3));
-    assert_eq!(bits(&k.weight), bits(&k2.weight));
+    assert_eq!(bits(k.weight().as_slice().unwrap()), bits(k2.weight().as_slice().unwrap()));
 }
 
 /// Dirac: W0[c, c, k/2, k/2] = 1, else 0; plain dirac is torch.nn.init.dirac_ on [3r^2, 3, k, k]: W[i, i, centre] = 1
@@ -182,8 +183,11 @@ fn dirac_layout() {
                     for x in 0..k {
                         let idx = ((o * 3 + i) * k + y) * k + x;
                         let centre = y == c && x == c;
-                        assert_eq!(icnr.weight[idx], if centre && o / 9 == i { 1.0 } else { 0.0 });
-                        assert_eq!(plain.weight[idx], if centre && o == i { 1.0 } else { 0.0 });
+                        assert_eq!(
+                            icnr.weight().as_slice().unwrap()[idx],
+                            if centre && o / 9 == i { 1.0 } else { 0.0 }
+                        );
+                        assert_eq!(plain.weight().as_slice().unwrap()[idx], if centre && o == i { 1.0 } else { 0.0 });
                     }
                 }
             }
@@ -201,11 +205,15 @@ fn determinism() {
             let handles: Vec<_> = (0..4).map(|_| std::thread::spawn(move || gen(p))).collect();
             for h in handles {
                 let b = h.join().unwrap();
-                assert_eq!(bits(&a.weight), bits(&b.weight));
-                assert_eq!(bits(&a.bias), bits(&b.bias));
+                assert_eq!(bits(a.weight().as_slice().unwrap()), bits(b.weight().as_slice().unwrap()));
+                assert_eq!(bits(a.bias().as_slice().unwrap()), bits(b.bias().as_slice().unwrap()));
             }
             let c = gen(KernelParams { seed: 43, ..p });
-            assert_ne!(bits(&a.weight), bits(&c.weight), "{p:?}: seed does not matter");
+            assert_ne!(
+                bits(a.weight().as_slice().unwrap()),
+                bits(c.weight().as_slice().unwrap()),
+                "{p:?}: seed does not matter"
+            );
         }
     }
 }
@@ -218,7 +226,7 @@ fn pinned_default_params() {
     let pinned: [u32; 8] =
         [0x3e4313cb, 0xbd209936, 0x3da8d3ca, 0xbebf896b, 0x3ea74421, 0x3cf6fef4, 0x3ebd3892, 0x3e8a5c92];
     // 0.19050519, -0.039208613, 0.082435206, -0.3740953, 0.32669166, 0.030150868, 0.36957222, 0.2702375
-    assert_eq!(bits(&k.weight[..8]), pinned);
+    assert_eq!(bits(&k.weight().as_slice().unwrap()[..8]), pinned);
 }
 
 /// ICNR ties in runs of r^2 consecutive output channels (repeat_interleave), not tiles (repeat): W[o] == W[o - o % r^2],
@@ -231,7 +239,7 @@ fn icnr_follows_repeat_interleave() {
                 let k = gen(params(r, ks, Init::Icnr, initializer, u64::from(r * 10 + ks)));
                 let r2 = (r * r) as usize;
                 let per = IN_CHANNELS * (ks * ks) as usize;
-                let ch = |o: usize| bits(&k.weight[o * per..(o + 1) * per]);
+                let ch = |o: usize| bits(&k.weight().as_slice().unwrap()[o * per..(o + 1) * per]);
                 for o in 0..3 * r2 {
                     assert_eq!(ch(o), ch(o - o % r2), "r={r} k={ks} o={o}");
                 }
@@ -239,7 +247,7 @@ fn icnr_follows_repeat_interleave() {
                 // With repeat (W[o] = W0[o % 3]) channel 3 would equal channel 0 and channel 1 would not.
                 assert_ne!(ch(0), ch(r2));
                 assert_ne!(ch(r2), ch(2 * r2));
-                assert!(k.bias.iter().all(|&b| b.to_bits() == 0), "icnr bias must be zero");
+                assert!(k.bias().as_slice().unwrap().iter().all(|&b| b.to_bits() == 0), "icnr bias must be zero");
                 assert!(icnr_upscale::engine::is_tied(&k));
             }
         }
@@ -281,7 +289,8 @@ fn icnr_dirac_is_nearest_neighbour() {
             for opts in every_path(true) {
                 let path = opts.path_name();
                 for allow_fast_path in [true, false] {
-                    let out = Upscaler::new(&k, Options { allow_fast_path, ..opts }).upscale(&img);
+                    let out =
+                        Upscaler::from_kernel(&k, Options { allow_fast_path, ..opts }).unwrap().upscale(&img).unwrap();
                     assert_eq!((out.width, out.height), (11 * r, 7 * r));
                     let oc = out.channels as usize;
                     let ic = channels as usize;
@@ -324,7 +333,8 @@ fn icnr_blocks_are_uniform() {
         let img = random_image(9, 13, 3, false, 5);
         for opts in every_path(true) {
             for allow_fast_path in [true, false] {
-                let out = Upscaler::new(&k, Options { allow_fast_path, ..opts }).upscale(&img);
+                let out =
+                    Upscaler::from_kernel(&k, Options { allow_fast_path, ..opts }).unwrap().upscale(&img).unwrap();
                 let (w, r) = (out.width as usize, r as usize);
                 for y in 0..out.height as usize {
                     for x in 0..w {
@@ -353,10 +363,10 @@ fn json_round_trip() {
                 assert_eq!(j, gen(params(r, ks, init, initializer, 1234)).to_json());
                 assert!(j.ends_with("}\n"));
                 let back = Kernel::from_json(j.as_bytes()).unwrap();
-                assert_eq!(bits(&back.weight), bits(&k.weight));
-                assert_eq!(bits(&back.bias), bits(&k.bias));
-                assert_eq!((back.init, back.initializer, back.seed), (k.init, k.initializer, k.seed));
-                assert_eq!((back.scale, back.kernel_size), (r, ks));
+                assert_eq!(bits(back.weight().as_slice().unwrap()), bits(k.weight().as_slice().unwrap()));
+                assert_eq!(bits(back.bias().as_slice().unwrap()), bits(k.bias().as_slice().unwrap()));
+                assert_eq!((back.init(), back.initializer(), back.seed()), (k.init(), k.initializer(), k.seed()));
+                assert_eq!((back.scale(), back.kernel_size()), (r, ks));
             }
         }
     }
@@ -373,7 +383,10 @@ fn json_layout() {
     sorted.sort_unstable();
     assert_eq!(keys, sorted); // serde_json::Map is sorted without preserve_order
     assert!(k.to_json().starts_with(r#"{"scale":2,"kernel_size":3,"in_channels":3,"out_channels":12,"init":"plain","initializer":"kaiming_normal","seed":5,"weight":[[[["#));
-    assert_eq!(v["weight"][7][2][1][0].as_f64().unwrap() as f32, k.weight[((7 * 3 + 2) * 3 + 1) * 3]);
+    assert_eq!(
+        v["weight"][7][2][1][0].as_f64().unwrap() as f32,
+        k.weight().as_slice().unwrap()[((7 * 3 + 2) * 3 + 1) * 3]
+    );
     assert_eq!(v["weight"].as_array().unwrap().len(), 12);
     assert_eq!(v["bias"].as_array().unwrap().len(), 12);
 }
@@ -382,19 +395,20 @@ fn json_layout() {
 /// unchanged. A minimal `{"weight": ...}` gets a zero bias.
 #[test]
 fn json_custom_weights() {
-    let mut k = gen(KernelParams::default());
-    k.weight[5] += 1.0;
+    let mut w = gen(KernelParams::default()).weight().clone();
+    w[[0, 0, 1, 2]] += 1.0; // flat index 5
+    let k = Kernel::from_json(Kernel::new(w, None).unwrap().to_json().replace("custom", "icnr").as_bytes()).unwrap();
     let back = Kernel::from_json(k.to_json().as_bytes()).unwrap();
-    assert_eq!(back.init, Init::Custom);
-    assert_eq!(bits(&back.weight), bits(&k.weight));
+    assert_eq!(back.init(), Init::Custom);
+    assert_eq!(bits(back.weight().as_slice().unwrap()), bits(k.weight().as_slice().unwrap()));
     let j = back.to_json();
     assert!(j.contains(r#""init":"custom","initializer":null,"seed":null"#), "{j:.200}");
     assert_eq!(Kernel::from_json(j.as_bytes()).unwrap(), back);
 
     let minimal = Kernel::from_json(weight_json(&[27, 3, 1, 1]).as_bytes()).unwrap();
-    assert_eq!((minimal.scale, minimal.kernel_size, minimal.init), (3, 1, Init::Custom));
-    assert_eq!(minimal.bias, vec![0.0; 27]);
-    assert_eq!(minimal.weight[6], 0.5);
+    assert_eq!((minimal.scale(), minimal.kernel_size(), minimal.init()), (3, 1, Init::Custom));
+    assert_eq!(minimal.bias().as_slice().unwrap(), vec![0.0; 27]);
+    assert_eq!(minimal.weight().as_slice().unwrap()[6], 0.5);
     // Integers are numbers too, and a given bias is used.
     let ints = format!(
         "{{\"weight\":{},\"bias\":{}}}",
@@ -406,8 +420,8 @@ fn json_custom_weights() {
         nested(&[0.5; 12], &[12])
     );
     let k = Kernel::from_json(ints.as_bytes()).unwrap();
-    assert_eq!(&k.weight[..9], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
-    assert_eq!(k.bias, vec![0.5; 12]);
+    assert_eq!(&k.weight().as_slice().unwrap()[..9], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    assert_eq!(k.bias().as_slice().unwrap(), vec![0.5; 12]);
 }
 
 /// Shortest-decimal f32 printing reads back to the same bits through the JSON path, over a spread of bit patterns
@@ -420,17 +434,9 @@ fn json_f32_text_round_trip() {
     for chunk in values.chunks(12 * 27) {
         let mut w = vec![0.0f32; 12 * 27];
         w[..chunk.len()].copy_from_slice(chunk);
-        let k = Kernel {
-            scale: 2,
-            kernel_size: 3,
-            init: Init::Custom,
-            initializer: Initializer::default(),
-            seed: 0,
-            weight: w,
-            bias: vec![0.0; 12],
-        };
+        let k = Kernel::new(Array4::from_shape_vec((12, 3, 3, 3), w).unwrap(), None).unwrap();
         let back = Kernel::from_json(k.to_json().as_bytes()).unwrap();
-        assert_eq!(bits(&back.weight), bits(&k.weight));
+        assert_eq!(bits(back.weight().as_slice().unwrap()), bits(k.weight().as_slice().unwrap()));
     }
 }
 
@@ -526,7 +532,7 @@ fn json_errors() {
 fn generate_errors() {
     let e = |p: KernelParams| match Kernel::generate(&p) {
         Ok(_) => panic!("accepted {p:?}"),
-        Err(KernelError::Invalid(m)) => m,
+        Err(e) => e.to_string(),
     };
     let d = KernelParams::default();
     assert_eq!(e(KernelParams { scale: 1, ..d }), "scale: must be 2 to 8, got 1");
@@ -538,32 +544,36 @@ fn generate_errors() {
     for r in 2..=8 {
         for ks in [1, 3, 5, 7, 9] {
             let k = gen(params(r, ks, Init::Icnr, Initializer::KaimingNormal, 0));
-            assert_eq!(k.weight.len(), (3 * r * r * 3 * ks * ks) as usize);
+            assert_eq!(k.weight().as_slice().unwrap().len(), (3 * r * r * 3 * ks * ks) as usize);
             assert_eq!(k.out_channels(), (3 * r * r) as usize);
-            assert!(k.validate().is_ok());
+            assert_eq!(k.weight().shape(), [(3 * r * r) as usize, 3, ks as usize, ks as usize]);
+            assert_eq!(k.bias().shape(), [(3 * r * r) as usize]);
         }
     }
 }
 
-/// `validate` catches a hand-built kernel that breaks the invariants.
+/// `Kernel::new` refuses tensors that break the invariants with an error that names the problem (the fields are
+/// private, so no kernel can be built around it).
 #[test]
 fn validate_errors() {
     let good = gen(KernelParams::default());
-    let mut k = good.clone();
-    k.weight.pop();
-    assert_eq!(k.validate().unwrap_err().to_string(), "weight: expected [12, 3, 3, 3] = 324 values, got 323");
-    let mut k = good.clone();
-    k.bias.push(0.0);
-    assert_eq!(k.validate().unwrap_err().to_string(), "bias: expected [12], got [13]");
-    let mut k = good.clone();
-    k.weight[((5 * 3 + 1) * 3 + 2) * 3] = f32::NAN;
-    assert_eq!(k.validate().unwrap_err().to_string(), "weight[5][1][2][0]: NaN is not a finite value");
-    let mut k = good.clone();
-    k.bias[11] = f32::NEG_INFINITY;
-    assert_eq!(k.validate().unwrap_err().to_string(), "bias[11]: -inf is not a finite value");
-    let mut k = good;
-    k.scale = 3;
-    assert_eq!(k.validate().unwrap_err().to_string(), "weight: expected [27, 3, 3, 3] = 729 values, got 324");
+    let same = Kernel::new(good.weight().clone(), Some(good.bias().clone())).unwrap();
+    assert_eq!((same.weight(), same.bias(), same.init()), (good.weight(), good.bias(), Init::Custom));
+    let e = |w: Array4<f32>, b: Option<Array1<f32>>| Kernel::new(w, b).unwrap_err().to_string();
+    assert_eq!(e(Array4::zeros((12, 3, 3, 2)), None), "weight: expected [12, 3, k, k], got [12, 3, 3, 2]");
+    assert_eq!(e(Array4::zeros((12, 4, 3, 3)), None), "weight: expected [12, 3, k, k], got [12, 4, 3, 3]");
+    assert!(e(Array4::zeros((13, 3, 3, 3)), None).starts_with("out_channels: must be 3*r*r"));
+    assert!(e(Array4::zeros((12, 3, 4, 4)), None).starts_with("kernel_size: must be odd, 1 to 9, got 4"));
+    assert_eq!(e(good.weight().clone(), Some(Array1::zeros(13))), "bias: expected [12], got [13]");
+    let mut w = good.weight().clone();
+    w[[5, 1, 2, 0]] = f32::NAN;
+    assert_eq!(e(w, None), "weight[5][1][2][0]: NaN is not a finite value");
+    let mut b = good.bias().clone();
+    b[11] = f32::NEG_INFINITY;
+    assert_eq!(e(good.weight().clone(), Some(b)), "bias[11]: -inf is not a finite value");
+    // A transposed (non-standard-layout) weight is accepted and stored in PyTorch's order.
+    let t = good.weight().clone().reversed_axes().reversed_axes();
+    assert_eq!(Kernel::new(t, None).unwrap().weight(), good.weight());
 }
 
 // ---- safetensors, built in memory with the safetensors crate (same format as safetensors.torch.save_file) ----
@@ -583,7 +593,7 @@ fn le_f32(v: &[f32]) -> Vec<u8> {
 fn st_err(bytes: &[u8]) -> String {
     match Kernel::from_safetensors(bytes) {
         Ok(k) => panic!("accepted: {k:?}"),
-        Err(KernelError::Invalid(m)) => m,
+        Err(e) => e.to_string(),
     }
 }
 
@@ -595,37 +605,50 @@ fn safetensors_loading() {
     let k = gen(params(3, 3, Init::Default, Initializer::KaimingNormal, 11));
     let shape = vec![27, 3, 3, 3];
     let plain = st_file(&[
-        ("weight", Dtype::F32, shape.clone(), le_f32(&k.weight)),
-        ("bias", Dtype::F32, vec![27], le_f32(&k.bias)),
+        ("weight", Dtype::F32, shape.clone(), le_f32(k.weight().as_slice().unwrap())),
+        ("bias", Dtype::F32, vec![27], le_f32(k.bias().as_slice().unwrap())),
     ]);
     let got = Kernel::from_safetensors(&plain).unwrap();
-    assert_eq!((bits(&got.weight), bits(&got.bias)), (bits(&k.weight), bits(&k.bias)));
-    assert_eq!((got.scale, got.kernel_size, got.init), (3, 3, Init::Custom));
+    assert_eq!(
+        (bits(got.weight().as_slice().unwrap()), bits(got.bias().as_slice().unwrap())),
+        (bits(k.weight().as_slice().unwrap()), bits(k.bias().as_slice().unwrap()))
+    );
+    assert_eq!((got.scale(), got.kernel_size(), got.init()), (3, 3, Init::Custom));
 
     let prefixed = st_file(&[
-        ("up.0.weight", Dtype::F32, shape.clone(), le_f32(&k.weight)),
-        ("up.0.bias", Dtype::F32, vec![27], le_f32(&k.bias)),
+        ("up.0.weight", Dtype::F32, shape.clone(), le_f32(k.weight().as_slice().unwrap())),
+        ("up.0.bias", Dtype::F32, vec![27], le_f32(k.bias().as_slice().unwrap())),
         ("other.running_mean", Dtype::F32, vec![2], le_f32(&[1.0, 2.0])),
     ]);
     let got = Kernel::from_safetensors(&prefixed).unwrap();
-    assert_eq!((bits(&got.weight), bits(&got.bias)), (bits(&k.weight), bits(&k.bias)));
+    assert_eq!(
+        (bits(got.weight().as_slice().unwrap()), bits(got.bias().as_slice().unwrap())),
+        (bits(k.weight().as_slice().unwrap()), bits(k.bias().as_slice().unwrap()))
+    );
 
     // No bias (Conv2d(bias=False)): zeros.
-    let nobias = st_file(&[("weight", Dtype::F32, shape.clone(), le_f32(&k.weight))]);
-    assert_eq!(Kernel::from_safetensors(&nobias).unwrap().bias, vec![0.0; 27]);
+    let nobias = st_file(&[("weight", Dtype::F32, shape.clone(), le_f32(k.weight().as_slice().unwrap()))]);
+    assert_eq!(Kernel::from_safetensors(&nobias).unwrap().bias().as_slice().unwrap(), vec![0.0; 27]);
 
-    let f16: Vec<u8> = k.weight.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
-    let bf16: Vec<u8> = k.weight.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();
+    let f16: Vec<u8> =
+        k.weight().as_slice().unwrap().iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+    let bf16: Vec<u8> =
+        k.weight().as_slice().unwrap().iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();
     let got16 = Kernel::from_safetensors(&st_file(&[("weight", Dtype::F16, shape.clone(), f16)])).unwrap();
     let gotbf = Kernel::from_safetensors(&st_file(&[("weight", Dtype::BF16, shape.clone(), bf16)])).unwrap();
-    for (i, &w) in k.weight.iter().enumerate() {
-        assert_eq!(got16.weight[i], half::f16::from_f32(w).to_f32());
-        assert_eq!(gotbf.weight[i], half::bf16::from_f32(w).to_f32());
+    for (i, &w) in k.weight().as_slice().unwrap().iter().enumerate() {
+        assert_eq!(got16.weight().as_slice().unwrap()[i], half::f16::from_f32(w).to_f32());
+        assert_eq!(gotbf.weight().as_slice().unwrap()[i], half::bf16::from_f32(w).to_f32());
     }
     // An ICNR kernel stored as safetensors keeps its tying, so the engine's fast path applies.
     let icnr = gen(params(2, 3, Init::Icnr, Initializer::KaimingNormal, 0));
-    let got =
-        Kernel::from_safetensors(&st_file(&[("weight", Dtype::F32, vec![12, 3, 3, 3], le_f32(&icnr.weight))])).unwrap();
+    let got = Kernel::from_safetensors(&st_file(&[(
+        "weight",
+        Dtype::F32,
+        vec![12, 3, 3, 3],
+        le_f32(icnr.weight().as_slice().unwrap()),
+    )]))
+    .unwrap();
     assert!(icnr_upscale::engine::is_tied(&got));
 }
 
@@ -692,8 +715,15 @@ fn load_file_by_extension() {
     std::fs::write(&json, k.to_json()).unwrap();
     assert_eq!(Kernel::load_file(&json).unwrap(), k);
     let st = dir.path().join("k.SafeTensors");
-    std::fs::write(&st, st_file(&[("weight", safetensors::Dtype::F32, vec![12, 3, 3, 3], le_f32(&k.weight))])).unwrap();
-    assert_eq!(bits(&Kernel::load_file(&st).unwrap().weight), bits(&k.weight));
+    std::fs::write(
+        &st,
+        st_file(&[("weight", safetensors::Dtype::F32, vec![12, 3, 3, 3], le_f32(k.weight().as_slice().unwrap()))]),
+    )
+    .unwrap();
+    assert_eq!(
+        bits(Kernel::load_file(&st).unwrap().weight().as_slice().unwrap()),
+        bits(k.weight().as_slice().unwrap())
+    );
     let missing = dir.path().join("missing.json");
     assert!(Kernel::load_file(&missing).unwrap_err().to_string().starts_with("cannot read "));
     let bad = dir.path().join("bad.json");

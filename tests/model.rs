@@ -40,8 +40,14 @@ fn our_tensors(m: &Model) -> BTreeMap<String, Vec<u32>> {
     for (i, l) in m.layers().iter().enumerate() {
         match l {
             Layer::Conv2d(c) => {
-                out.insert(format!("body.{i}.weight"), c.weight().iter().map(|v| v.to_bits()).collect());
-                out.insert(format!("body.{i}.bias"), c.bias().iter().map(|v| v.to_bits()).collect());
+                out.insert(
+                    format!("body.{i}.weight"),
+                    c.weight().as_slice().unwrap().iter().map(|v| v.to_bits()).collect(),
+                );
+                out.insert(
+                    format!("body.{i}.bias"),
+                    c.bias().as_slice().unwrap().iter().map(|v| v.to_bits()).collect(),
+                );
             }
             Layer::Prelu { weight } => {
                 out.insert(format!("body.{i}.weight"), weight.iter().map(|v| v.to_bits()).collect());
@@ -119,8 +125,8 @@ fn generated_kernel_is_a_model() {
     assert_eq!(m.layers().len(), 2);
     assert_eq!(m.macs_per_pixel(), 27 * 3 * 25);
     let back = m.as_kernel().expect("one conv + pixel shuffle is a kernel");
-    assert_eq!(back.weight, k.weight);
-    assert_eq!(back.bias, k.bias);
+    assert_eq!(back.weight(), k.weight());
+    assert_eq!(back.bias(), k.bias());
     // With a residual it is no longer a plain kernel.
     let json = m.to_json().replace("\"residual\":\"none\"", "\"residual\":\"nearest\"");
     assert!(Model::from_json(json.as_bytes(), &limits()).unwrap().as_kernel().is_none());

@@ -1,4 +1,4 @@
-//! The multi-layer engine (`Upscaler::from_model`) against PyTorch and against the scalar reference.
+//! The multi-layer engine (`Upscaler::new`) against PyTorch and against the scalar reference.
 //!
 //! The fixtures in `tests/fixtures/models/` come from `scripts/make_model_fixtures.py`: seeded random models
 //! covering every op (conv2d k 1/3/5/7/9, relu, tanh, leaky_relu, prelu of length 1 and C, residual none and
@@ -186,10 +186,10 @@ fn fixtures_match_pytorch_on_every_path() {
     let mut n_cases = 0;
     for f in &fx {
         for opts in &paths {
-            let up = Upscaler::from_model(&f.model, *opts).unwrap();
+            let up = Upscaler::new(&f.model, *opts).unwrap();
             assert_eq!((up.path(), up.path_name()), (opts.path, opts.path_name()));
             for (label, input, expected) in &f.cases {
-                let got = up.try_upscale(input).unwrap();
+                let got = up.upscale(input).unwrap();
                 let what = format!("{}/{label}/{}", f.name, opts.path_name());
                 let exact = assert_parity(&what, &got, expected);
                 if exact < 1.0 {
@@ -221,8 +221,8 @@ fn random_models_match_scalar_reference_on_every_path() {
             let img = random_image(&mut rng, w, h, ch, depth);
             let want = reference::upscale_model(model, &img);
             for opts in every_path(true) {
-                let up = Upscaler::from_model(model, opts).unwrap();
-                let got = up.upscale(&img);
+                let up = Upscaler::new(model, opts).unwrap();
+                let got = up.upscale(&img).unwrap();
                 assert_parity(&format!("model {m}, {w}x{h}x{ch}/{depth}, {}", opts.path_name()), &got, &want);
                 ran.add(&opts);
             }
@@ -242,14 +242,14 @@ fn single_conv_model_is_bit_identical_to_kernel_engine() {
         let kernel = Kernel::generate(&params).unwrap();
         let model = Model::from_kernel(&kernel);
         for opts in every_path(true) {
-            let a = Upscaler::from_model(&model, opts).unwrap();
-            let b = Upscaler::new(&kernel, opts);
+            let a = Upscaler::new(&model, opts).unwrap();
+            let b = Upscaler::from_kernel(&kernel, opts).unwrap();
             assert_eq!(a.uses_fast_path(), b.uses_fast_path());
             assert_eq!(a.uses_fast_path(), tied);
             assert_eq!(a.flops(10, 10), b.flops(10, 10));
             assert_eq!((a.path_name(), b.path_name()), (opts.path_name(), opts.path_name()));
             let img = random_image(&mut rng, 37, 21, 4, 8);
-            assert_eq!(a.upscale(&img), b.upscale(&img), "r{r} k{k} {}", opts.path_name());
+            assert_eq!(a.upscale(&img).unwrap(), b.upscale(&img).unwrap(), "r{r} k{k} {}", opts.path_name());
             ran.add(&opts);
         }
     }
@@ -267,9 +267,10 @@ fn output_identical_across_thread_counts() {
     let img = random_image(&mut rng, 301, 257, 3, 8);
     let mut ran = PathsRan::new("output_identical_across_thread_counts");
     for opts in every_path(true) {
-        let up = Upscaler::from_model(&model, opts).unwrap();
-        let run =
-            |t: usize| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| up.upscale(&img));
+        let up = Upscaler::new(&model, opts).unwrap();
+        let run = |t: usize| {
+            rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap().install(|| up.upscale(&img).unwrap())
+        };
         assert_eq!(run(1), run(2), "{}", opts.path_name());
         ran.add(&opts);
     }
@@ -286,7 +287,7 @@ fn bands_and_tiles_have_no_seams() {
     let mut rng = Rng(8);
     let img = random_image(&mut rng, 700, 80, 3, 8);
     let want = reference::upscale_model(&model, &img);
-    let up = Upscaler::from_model(&model, Options::default()).unwrap();
+    let up = Upscaler::new(&model, Options::default()).unwrap();
     let mut next = 0;
     let mut got = Vec::new();
     let mut calls = 0;
@@ -316,7 +317,7 @@ fn sink_error_stops_the_run() {
     let model = espcn_like(1);
     let mut rng = Rng(2);
     let img = random_image(&mut rng, 64, 400, 3, 8);
-    let up = Upscaler::from_model(&model, Options::default()).unwrap();
+    let up = Upscaler::new(&model, Options::default()).unwrap();
     let mut calls = 0;
     let res = up.upscale_streaming(&img, |_| {
         calls += 1;
@@ -330,12 +331,12 @@ fn sink_error_stops_the_run() {
 #[test]
 fn errors_are_typed() {
     let model = espcn_like(1);
-    let up = Upscaler::from_model(&model, Options::default()).unwrap();
+    let up = Upscaler::new(&model, Options::default()).unwrap();
     let img = Image { width: u32::MAX / 2 + 1, height: 0, channels: 3, samples: Samples::U8(vec![]) };
-    assert!(matches!(up.try_upscale(&img), Err(EngineError::OutputTooLarge { .. })));
+    assert!(matches!(up.upscale(&img), Err(EngineError::OutputTooLarge { .. })));
     // Every machine lacks one of these (no CPU has both NEON and AVX2).
     let p = [CpuPath::Avx512, CpuPath::Avx2Fma, CpuPath::Neon].into_iter().find(|p| !p.is_supported()).unwrap();
-    let err = Upscaler::from_model(&model, Options { path: p, ..Options::default() }).unwrap_err();
+    let err = Upscaler::new(&model, Options { path: p, ..Options::default() }).unwrap_err();
     assert_eq!(err, EngineError::UnsupportedPath(p));
     assert!(err.to_string().contains(&format!("CPU path {} is not supported", p.name())), "{err}");
     assert_eq!(up.flops(10, 10), 2.0 * 100.0 * model.macs_per_pixel() as f64);

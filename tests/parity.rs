@@ -159,17 +159,17 @@ fn matches_pytorch() {
     let mut ran = PathsRan::new("matches_pytorch");
     let cases = cases();
     for c in &cases {
-        assert_eq!(c.kernel.scale, c.scale, "{}", c.name);
+        assert_eq!(c.kernel.scale(), c.scale, "{}", c.name);
         assert_eq!(is_tied(&c.kernel), c.weights == "icnr", "{}: tying detection", c.name);
-        let up = Upscaler::new(&c.kernel, Options::default());
+        let up = Upscaler::from_kernel(&c.kernel, Options::default()).unwrap();
         assert_eq!(up.uses_fast_path(), c.weights == "icnr", "{}", c.name);
-        assert_close(&format!("{} default options", c.name), &up.upscale(&c.input), c);
+        assert_close(&format!("{} default options", c.name), &up.upscale(&c.input).unwrap(), c);
         for opts in every_path(true) {
             for allow_fast_path in [true, false] {
-                let up = Upscaler::new(&c.kernel, Options { allow_fast_path, ..opts });
+                let up = Upscaler::from_kernel(&c.kernel, Options { allow_fast_path, ..opts }).unwrap();
                 assert_eq!((up.path(), up.path_name()), (opts.path, opts.path_name()));
                 let what = format!("{} path {} fast={allow_fast_path}", c.name, opts.path_name());
-                assert_close(&what, &up.upscale(&c.input), c);
+                assert_close(&what, &up.upscale(&c.input).unwrap(), c);
             }
             ran.add(&opts);
         }
@@ -180,7 +180,7 @@ fn matches_pytorch() {
         assert!(has(&|c| c.scale == r), "r={r}");
     }
     for k in [1, 3, 5] {
-        assert!(has(&|c| c.kernel.kernel_size == k), "k={k}");
+        assert!(has(&|c| c.kernel.kernel_size() == k), "k={k}");
     }
     assert!(has(&|c| c.input.channels == 4) && has(&|c| c.input.channels == 1) && has(&|c| c.input.bit_depth() == 16));
     assert!(has(&|c| c.input.width % 2 == 1 && c.input.height % 2 == 1));
@@ -198,7 +198,7 @@ fn checkerboard_score_matches_numpy() {
             assert_eq!(s, 0.0, "{}: tied kernel must score exactly 0", c.name);
         }
         // Streamed from the engine, row bands in order.
-        let up = Upscaler::new(&c.kernel, Options::default());
+        let up = Upscaler::from_kernel(&c.kernel, Options::default()).unwrap();
         let mut acc = ScoreAccumulator::new(c.scale);
         up.upscale_streaming(&c.input, |rows: OutRows<'_>| -> Result<(), ()> {
             acc.push(&rows);
@@ -206,7 +206,7 @@ fn checkerboard_score_matches_numpy() {
         })
         .unwrap();
         let streamed = acc.finish();
-        let direct = checkerboard_score(&up.upscale(&c.input), c.scale);
+        let direct = checkerboard_score(&up.upscale(&c.input).unwrap(), c.scale);
         assert!((streamed - direct).abs() <= 1e-12 * direct.abs().max(1.0), "{}: {streamed} vs {direct}", c.name);
         // Our output is within 1 LSB of PyTorch's, so its score is close to numpy's too.
         assert!((direct - c.score).abs() <= 1e-3 * c.score.abs() + 1e-12, "{}: {direct} vs {}", c.name, c.score);
@@ -229,8 +229,8 @@ fn safetensors_match_torch() {
         let want = |key: &str| -> Vec<u32> {
             m[key].as_array().unwrap().iter().map(|v| (v.as_f64().unwrap() as f32).to_bits()).collect()
         };
-        let got_w: Vec<u32> = k.weight.iter().map(|v| v.to_bits()).collect();
-        let got_b: Vec<u32> = k.bias.iter().map(|v| v.to_bits()).collect();
+        let got_w: Vec<u32> = k.weight().as_slice().unwrap().iter().map(|v| v.to_bits()).collect();
+        let got_b: Vec<u32> = k.bias().as_slice().unwrap().iter().map(|v| v.to_bits()).collect();
         assert_eq!(got_w, want("weight"), "{file}: weight");
         assert_eq!(got_b, want("bias"), "{file}: bias");
         // load_file picks safetensors by extension and gives the same kernel.

@@ -22,7 +22,7 @@ fn upscalers() -> &'static [Upscaler; 3] {
     UP.get_or_init(|| {
         [2, 3, 4].map(|scale| {
             let kernel = Kernel::generate(&KernelParams { scale, ..KernelParams::default() }).expect("valid params");
-            Upscaler::new(&kernel, Options::default())
+            Upscaler::from_kernel(&kernel, Options::default()).unwrap()
         })
     })
 }

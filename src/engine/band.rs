@@ -507,12 +507,12 @@ impl BandBuf {
 impl<'a> Plan<'a> {
     pub(crate) fn new(up: &'a Single, path: CpuPath, vbmi: bool, img: &'a Image) -> Plan<'a> {
         assert!(
-            super::output_dims(img.width, img.height, up.kernel.scale).is_some(),
+            super::output_dims(img.width, img.height, up.kernel.scale()).is_some(),
             "output dimensions overflow u32: callers bound the input size first"
         );
         let (w, h) = (img.width as usize, img.height as usize);
-        let r = up.kernel.scale as usize;
-        let k = up.kernel.kernel_size as usize;
+        let r = up.kernel.scale() as usize;
+        let k = up.kernel.kernel_size() as usize;
         let pad = k / 2;
         let fast = up.tied;
         let kernels = Kernels::for_path(path, vbmi);

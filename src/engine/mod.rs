@@ -171,7 +171,7 @@ fn has_vbmi() -> bool {
 /// How to run the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
-    /// Must be supported (`CpuPath::is_supported`); `Upscaler::new` falls back to `Portable` otherwise.
+    /// Must be supported (`CpuPath::is_supported`): `Upscaler::new` and `Upscaler::from_kernel` refuse it otherwise.
     pub path: CpuPath,
     /// Use the ICNR fast path when the kernel is tied. `false` forces the general path (for tests).
     pub allow_fast_path: bool,
@@ -253,14 +253,14 @@ pub struct OutRows<'a> {
 
 /// Whether weight and bias are tied in groups of r*r consecutive output channels (ICNR structure).
 pub fn is_tied(kernel: &Kernel) -> bool {
-    let rr = (kernel.scale * kernel.scale) as usize;
-    let per_out = IN_CHANNELS * (kernel.kernel_size * kernel.kernel_size) as usize;
-    (0..kernel.bias.len()).all(|o| {
+    let rr = (kernel.scale() * kernel.scale()) as usize;
+    let per_out = IN_CHANNELS * (kernel.kernel_size() * kernel.kernel_size()) as usize;
+    (0..kernel.bias_flat().len()).all(|o| {
         let g = o - o % rr;
-        kernel.bias[o].to_bits() == kernel.bias[g].to_bits()
-            && kernel.weight[o * per_out..(o + 1) * per_out]
+        kernel.bias_flat()[o].to_bits() == kernel.bias_flat()[g].to_bits()
+            && kernel.weight_flat()[o * per_out..(o + 1) * per_out]
                 .iter()
-                .zip(&kernel.weight[g * per_out..(g + 1) * per_out])
+                .zip(&kernel.weight_flat()[g * per_out..(g + 1) * per_out])
                 .all(|(a, b)| a.to_bits() == b.to_bits())
     })
 }
@@ -268,7 +268,7 @@ pub fn is_tied(kernel: &Kernel) -> bool {
 /// Why the engine cannot run a model or an image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
-    /// [`Upscaler::from_model`] was asked for a CPU path this CPU cannot run.
+    /// [`Upscaler::new`] or [`Upscaler::from_kernel`] was asked for a CPU path this CPU cannot run.
     #[error("CPU path {} is not supported by this CPU (supported: {})", .0.name(), supported_path_names())]
     UnsupportedPath(CpuPath),
     /// The output image would be wider or taller than `u32::MAX` pixels.
@@ -326,9 +326,9 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     fn new(kernel: &Kernel) -> Prepared {
-        let r = kernel.scale as usize;
+        let r = kernel.scale() as usize;
         let rr = r * r;
-        let k = kernel.kernel_size as usize;
+        let k = kernel.kernel_size() as usize;
         let taps = IN_CHANNELS * k * k;
         let lanes = portable::LANES;
         let mut wv = vec![0f32; r * taps * 3 * lanes];
@@ -337,9 +337,9 @@ impl Prepared {
             for c in 0..3 {
                 for l in 0..lanes {
                     let o = c * rr + i * r + l % r;
-                    bv[(i * 3 + c) * lanes + l] = kernel.bias[o];
+                    bv[(i * 3 + c) * lanes + l] = kernel.bias_flat()[o];
                     for t in 0..taps {
-                        wv[((i * taps + t) * 3 + c) * lanes + l] = kernel.weight[o * taps + t];
+                        wv[((i * taps + t) * 3 + c) * lanes + l] = kernel.weight_flat()[o * taps + t];
                     }
                 }
             }
@@ -347,39 +347,56 @@ impl Prepared {
         let mut w0 = vec![0f32; taps * 3];
         for t in 0..taps {
             for c in 0..3 {
-                w0[t * 3 + c] = kernel.weight[c * rr * taps + t];
+                w0[t * 3 + c] = kernel.weight_flat()[c * rr * taps + t];
             }
         }
-        let b0 = [kernel.bias[0], kernel.bias[rr], kernel.bias[2 * rr]];
+        let b0 = [kernel.bias_flat()[0], kernel.bias_flat()[rr], kernel.bias_flat()[2 * rr]];
         Prepared { wv, bv, w0, b0 }
     }
 }
 
 impl Upscaler {
-    /// The single-layer engine for `kernel`. An unsupported `opts.path` falls back to `Portable`.
-    pub fn new(kernel: &Kernel, opts: Options) -> Upscaler {
-        let opts = if opts.is_supported() { opts } else { Options { path: CpuPath::Portable, ..opts } };
+    /// Prepares `model` for `opts.path`; an error when the CPU lacks that path (never a silent downgrade). A model
+    /// that is exactly one conv (3 -> 3r^2) and a pixel shuffle without residual ([`Model::as_kernel`]) runs on the
+    /// single-layer engine, bit-identical to [`Upscaler::from_kernel`] (with its ICNR fast path when allowed, the
+    /// tie detected from the weights); any other model on the multi-layer engine.
+    ///
+    /// ```
+    /// use icnr_upscale::{CpuPath, Image, Kernel, KernelParams, Model, Options, Samples, Upscaler};
+    ///
+    /// let model = Model::from_kernel(&Kernel::generate(&KernelParams::default())?);
+    /// let up = Upscaler::new(&model, Options::default())?;
+    /// let img = Image { width: 3, height: 2, channels: 3, samples: Samples::U8(vec![100; 18]) };
+    /// let out = up.upscale(&img)?;
+    /// assert_eq!((out.width, out.height, out.channels), (6, 4, 3));
+    /// // An ICNR kernel is tied: the fast path runs.
+    /// assert!(up.uses_fast_path());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(model: &Model, opts: Options) -> Result<Upscaler, EngineError> {
+        if !opts.path.is_supported() {
+            return Err(EngineError::UnsupportedPath(opts.path));
+        }
+        if let Some(kernel) = model.as_kernel() {
+            return Upscaler::from_kernel(&kernel, opts);
+        }
+        let net = net::Net::new(model, opts.path);
+        // The multi-layer kernels do not use VBMI: `allow_vbmi` does not change them.
+        Ok(Upscaler { opts, scale: model.scale(), core: Core::Net(Arc::new(net)) })
+    }
+
+    /// The single-layer engine for `kernel` (what [`Upscaler::new`] picks for a one-conv model); an error when the
+    /// CPU lacks `opts.path`.
+    pub fn from_kernel(kernel: &Kernel, opts: Options) -> Result<Upscaler, EngineError> {
+        if !opts.path.is_supported() {
+            return Err(EngineError::UnsupportedPath(opts.path));
+        }
         let single = Single {
             kernel: kernel.clone(),
             tied: opts.allow_fast_path && is_tied(kernel),
             prep: Prepared::new(kernel),
         };
-        Upscaler { opts, scale: kernel.scale, core: Core::Single(Arc::new(single)) }
-    }
-
-    /// Prepares `model` for `opts.path`. A model that is exactly one conv (3 -> 3r^2) and a pixel shuffle without
-    /// residual ([`Model::as_kernel`]) runs on the single-layer engine, bit-identical to [`Upscaler::new`] (with
-    /// its ICNR fast path when allowed); any other model on the multi-layer engine.
-    pub fn from_model(model: &Model, opts: Options) -> Result<Upscaler, EngineError> {
-        if !opts.path.is_supported() {
-            return Err(EngineError::UnsupportedPath(opts.path));
-        }
-        if let Some(kernel) = model.as_kernel() {
-            return Ok(Upscaler::new(&kernel, opts));
-        }
-        let net = net::Net::new(model, opts.path);
-        // The multi-layer kernels do not use VBMI: `allow_vbmi` does not change them.
-        Ok(Upscaler { opts, scale: model.scale(), core: Core::Net(Arc::new(net)) })
+        Ok(Upscaler { opts, scale: kernel.scale(), core: Core::Single(Arc::new(single)) })
     }
 
     pub fn path(&self) -> CpuPath {
@@ -405,25 +422,20 @@ impl Upscaler {
     pub fn flops(&self, width: u32, height: u32) -> f64 {
         let macs = match &self.core {
             Core::Single(s) => {
-                let k = s.kernel.kernel_size as f64;
-                k * k * IN_CHANNELS as f64 * s.kernel.bias.len() as f64
+                let k = s.kernel.kernel_size() as f64;
+                k * k * IN_CHANNELS as f64 * s.kernel.bias_flat().len() as f64
             }
             Core::Net(n) => n.macs_per_pixel as f64,
         };
         2.0 * macs * width as f64 * height as f64
     }
 
-    /// Upscale into a new image (channels 3 or 4, same bit depth); an error when the output dimensions overflow.
-    pub fn try_upscale(&self, img: &Image) -> Result<Image, EngineError> {
-        if output_dims(img.width, img.height, self.scale).is_none() {
+    /// Upscale into a new image (channels 3 or 4, same bit depth); an error when the output dimensions overflow
+    /// u32.
+    pub fn upscale(&self, img: &Image) -> Result<Image, EngineError> {
+        let Some((ow, oh)) = output_dims(img.width, img.height, self.scale) else {
             return Err(EngineError::OutputTooLarge { width: img.width, height: img.height, scale: self.scale });
-        }
-        Ok(self.upscale(img))
-    }
-
-    /// Upscale into a new image (channels 3 or 4, same bit depth).
-    pub fn upscale(&self, img: &Image) -> Image {
-        let (ow, oh) = output_dims(img.width, img.height, self.scale).expect("output dims overflow");
+        };
         let oc = img.out_channels();
         let n = ow as usize * oh as usize * oc as usize;
         let mut samples = match img.samples {
@@ -438,7 +450,7 @@ impl Upscaler {
             }
             Ok(())
         });
-        Image { width: ow, height: oh, channels: oc, samples }
+        Ok(Image { width: ow, height: oh, channels: oc, samples })
     }
 
     /// Upscale, handing output rows to `sink` in order. Stops at the first error from `sink` and returns it.

@@ -11,11 +11,11 @@ use crate::model::{Layer, Model, Residual};
 ///
 /// Panics if the output dimensions overflow u32.
 pub fn upscale(kernel: &Kernel, img: &Image) -> Image {
-    let r = kernel.scale as usize;
-    let k = kernel.kernel_size as usize;
+    let r = kernel.scale() as usize;
+    let k = kernel.kernel_size() as usize;
     let p = k / 2;
     let (w, h) = (img.width as usize, img.height as usize);
-    let (ow, oh) = output_dims(img.width, img.height, kernel.scale).expect("output dims overflow");
+    let (ow, oh) = output_dims(img.width, img.height, kernel.scale()).expect("output dims overflow");
     let ic = img.channels as usize;
     let oc = img.out_channels() as usize;
     let max = if img.bit_depth() == 8 { 255.0f32 } else { 65535.0f32 };
@@ -34,13 +34,13 @@ pub fn upscale(kernel: &Kernel, img: &Image) -> Image {
             get(x, y, c)
         }
     };
-    let cout = kernel.bias.len();
+    let cout = kernel.bias_flat().len();
     let mut out = vec![0f32; ow as usize * oh as usize * oc];
     let ow = ow as usize;
     for y in 0..h {
         for x in 0..w {
             for o in 0..cout {
-                let mut acc = kernel.bias[o];
+                let mut acc = kernel.bias_flat()[o];
                 for i in 0..IN_CHANNELS {
                     for dy in 0..k {
                         let yy = y as isize + dy as isize - p as isize;
@@ -52,7 +52,7 @@ pub fn upscale(kernel: &Kernel, img: &Image) -> Image {
                             if xx < 0 || xx >= w as isize {
                                 continue;
                             }
-                            acc += kernel.weight[((o * IN_CHANNELS + i) * k + dy) * k + dx]
+                            acc += kernel.weight_flat()[((o * IN_CHANNELS + i) * k + dy) * k + dx]
                                 * color(xx as usize, yy as usize, i);
                         }
                     }

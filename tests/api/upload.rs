@@ -12,7 +12,7 @@ fn library_png(input: &[u8], params: &KernelParams, compression: Compression) ->
     let kernel = Kernel::generate(params).unwrap();
     let limits = DecodeLimits { max_input_pixels: u64::MAX, max_output_pixels: u64::MAX, scale: params.scale };
     let decoded = imageio::decode(input, &limits).unwrap();
-    let up = Upscaler::new(&kernel, Options::default());
+    let up = Upscaler::from_kernel(&kernel, Options::default()).unwrap();
     let mut out = Vec::new();
     let stats =
         imageio::upscale_to_png(&mut out, &up, &decoded.image, decoded.icc_profile.as_deref(), compression, &|| false)
