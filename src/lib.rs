@@ -46,6 +46,9 @@
 //!
 //! With `default-features = false` the crate is the engine, the models and image I/O only.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod baseline;
 #[cfg(feature = "cli")]
 mod batch;

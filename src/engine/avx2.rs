@@ -99,7 +99,8 @@ unsafe fn store_q(dst: *mut u16, acc: __m256, one: __m256, maxv: __m256) {
     let i = _mm256_max_epi32(_mm256_cvtps_epi32(t), _mm256_setzero_si256());
     // Values are in [0, 65535]: the saturating pack is exact. It packs within 128-bit halves; gather qwords 0, 2.
     let p = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(i, i));
-    _mm_storeu_si128(dst as *mut __m128i, _mm256_castsi256_si128(p));
+    // SAFETY: the caller guarantees `dst` is valid for writing 8 u16, the 16 bytes this unaligned store writes.
+    unsafe { _mm_storeu_si128(dst as *mut __m128i, _mm256_castsi256_si128(p)) };
 }
 
 /// # Safety
@@ -124,30 +125,40 @@ unsafe fn conv_general_k(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
     while p0 < a.n {
         let mut acc = [[_mm256_setzero_ps(); NV]; 3];
         for (c, acc) in acc.iter_mut().enumerate() {
-            *acc = [_mm256_loadu_ps(bp.add(c * LANES)); NV];
+            // SAFETY: `check` asserted `b.len() >= 3 * LANES`; for c < 3 the 8 values at `c * LANES` are in it.
+            *acc = [unsafe { _mm256_loadu_ps(bp.add(c * LANES)) }; NV];
         }
         let mut w = wp;
-        for ic in 0..3 {
-            for dy in 0..k {
-                let row = rows[ic * k + dy].add(p0);
-                for dx in 0..k {
-                    let src = row.add(dx * r);
-                    let w0 = _mm256_loadu_ps(w);
-                    let w1 = _mm256_loadu_ps(w.add(LANES));
-                    let w2 = _mm256_loadu_ps(w.add(2 * LANES));
-                    w = w.add(3 * LANES);
-                    for v in 0..NV {
-                        let x = _mm256_loadu_ps(src.add(v * l));
-                        acc[0][v] = _mm256_fmadd_ps(w0, x, acc[0][v]);
-                        acc[1][v] = _mm256_fmadd_ps(w1, x, acc[1][v]);
-                        acc[2][v] = _mm256_fmadd_ps(w2, x, acc[2][v]);
+        // SAFETY: by the caller's `check(l, NV, st)`, every row (`rows[..3k]`) holds `extent(n, l, NV) + (k-1)*r`
+        // values; `p0 < n` is a multiple of `NV * l`, so the 8 values read at `p0 + dx*r + v*l` (dx < k, v < NV)
+        // end below `p0 + NV*l + 8 + (k-1)*r`, within that. `w` holds `3k^2` taps of `3 * LANES` weights and
+        // advances one tap per (ic, dy, dx), reading 8 lanes at 0, LANES and 2 * LANES of it.
+        unsafe {
+            for ic in 0..3 {
+                for dy in 0..k {
+                    let row = rows[ic * k + dy].add(p0);
+                    for dx in 0..k {
+                        let src = row.add(dx * r);
+                        let w0 = _mm256_loadu_ps(w);
+                        let w1 = _mm256_loadu_ps(w.add(LANES));
+                        let w2 = _mm256_loadu_ps(w.add(2 * LANES));
+                        w = w.add(3 * LANES);
+                        for v in 0..NV {
+                            let x = _mm256_loadu_ps(src.add(v * l));
+                            acc[0][v] = _mm256_fmadd_ps(w0, x, acc[0][v]);
+                            acc[1][v] = _mm256_fmadd_ps(w1, x, acc[1][v]);
+                            acc[2][v] = _mm256_fmadd_ps(w2, x, acc[2][v]);
+                        }
                     }
                 }
             }
         }
         for (c, acc) in acc.iter().enumerate() {
             for (v, &acc) in acc.iter().enumerate() {
-                store_q(out.add(c * stride + p0 + v * l), acc, one, maxv);
+                // SAFETY: avx2 is enabled here. The 8 samples at `p0 + v*l` end below `p0 + NV*l + 8 <=
+                // extent(n, l, NV)`, and `check` asserted `stride >= extent` and `data.len() >= 2 * stride +
+                // extent`, so plane c < 3 holds them.
+                unsafe { store_q(out.add(c * stride + p0 + v * l), acc, one, maxv) };
             }
         }
         p0 += NV * l;
@@ -177,27 +188,35 @@ unsafe fn conv_fast_k(a: &FastArgs<'_>, st: &mut Staging<'_>) {
             *acc = [_mm256_set1_ps(a.b[c]); NV];
         }
         let mut w = wp;
-        for ic in 0..3 {
-            for dy in 0..k {
-                let row = rows[ic * k + dy].add(x0);
-                for dx in 0..k {
-                    let src = row.add(dx);
-                    let w0 = _mm256_set1_ps(*w);
-                    let w1 = _mm256_set1_ps(*w.add(1));
-                    let w2 = _mm256_set1_ps(*w.add(2));
-                    w = w.add(3);
-                    for v in 0..NV {
-                        let x = _mm256_loadu_ps(src.add(v * L8));
-                        acc[0][v] = _mm256_fmadd_ps(w0, x, acc[0][v]);
-                        acc[1][v] = _mm256_fmadd_ps(w1, x, acc[1][v]);
-                        acc[2][v] = _mm256_fmadd_ps(w2, x, acc[2][v]);
+        // SAFETY: by the caller's `check(NV, st)`, every row (`rows[..3k]`) holds `extent(n, LANES, NV) + k - 1`
+        // values, `extent` rounding n up to a multiple of `NV * LANES` (plus LANES); `x0 < n` is a multiple of
+        // `NV * 8`, so the 8 values read at `x0 + dx + 8v` (dx < k, v < NV) end below `x0 + NV*8 + k - 1`, within
+        // that. `w` holds `3k^2` taps of 3 weights and advances one tap per (ic, dy, dx).
+        unsafe {
+            for ic in 0..3 {
+                for dy in 0..k {
+                    let row = rows[ic * k + dy].add(x0);
+                    for dx in 0..k {
+                        let src = row.add(dx);
+                        let w0 = _mm256_set1_ps(*w);
+                        let w1 = _mm256_set1_ps(*w.add(1));
+                        let w2 = _mm256_set1_ps(*w.add(2));
+                        w = w.add(3);
+                        for v in 0..NV {
+                            let x = _mm256_loadu_ps(src.add(v * L8));
+                            acc[0][v] = _mm256_fmadd_ps(w0, x, acc[0][v]);
+                            acc[1][v] = _mm256_fmadd_ps(w1, x, acc[1][v]);
+                            acc[2][v] = _mm256_fmadd_ps(w2, x, acc[2][v]);
+                        }
                     }
                 }
             }
         }
         for (c, acc) in acc.iter().enumerate() {
             for (v, &acc) in acc.iter().enumerate() {
-                store_q(out.add(c * stride + x0 + v * L8), acc, one, maxv);
+                // SAFETY: avx2 is enabled here. The 8 samples at `x0 + 8v` end below `x0 + NV*8 <= extent(n,
+                // LANES, NV)`, and `check` asserted `stride >= extent` and `data.len() >= 2 * stride + extent`.
+                unsafe { store_q(out.add(c * stride + x0 + v * L8), acc, one, maxv) };
             }
         }
         x0 += NV * L8;

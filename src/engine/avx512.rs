@@ -155,7 +155,8 @@ pub(crate) fn interleave16(a: &InterleaveArgs<'_>, out: &mut [u16]) {
 unsafe fn store_q(dst: *mut u16, acc: __m512, one: __m512, maxv: __m512) {
     let t = _mm512_mul_ps(_mm512_min_ps(one, acc), maxv);
     let i = _mm512_max_epi32(_mm512_cvtps_epi32(t), _mm512_setzero_si512());
-    _mm256_storeu_si256(dst as *mut __m256i, _mm512_cvtusepi32_epi16(i));
+    // SAFETY: the caller guarantees `dst` is valid for writing 16 u16, the 32 bytes this unaligned store writes.
+    unsafe { _mm256_storeu_si256(dst as *mut __m256i, _mm512_cvtusepi32_epi16(i)) };
 }
 
 /// Rows are *not* expanded: each input vector is 8 loaded values spread over 16 output lanes (`lane / r`) by a
@@ -177,7 +178,8 @@ unsafe fn conv_general_k<const PH: usize, const NV: usize>(a: &GeneralArgs<'_>, 
         *d = s.as_ptr();
     }
     let (one, maxv) = (_mm512_set1_ps(1.0), _mm512_set1_ps(a.maxv));
-    let spread = _mm512_loadu_si512(SPREAD[r].as_ptr() as *const __m512i);
+    // SAFETY: `SPREAD[r]` (index checked) is 16 u32, the 64 bytes read.
+    let spread = unsafe { _mm512_loadu_si512(SPREAD[r].as_ptr() as *const __m512i) };
     let (wp, bp) = (a.w.as_ptr(), a.b.as_ptr());
     let (out, stride) = (st.data.as_mut_ptr(), st.stride);
     let mut p0 = 0;
@@ -185,32 +187,39 @@ unsafe fn conv_general_k<const PH: usize, const NV: usize>(a: &GeneralArgs<'_>, 
         let mut acc = [[[_mm512_setzero_ps(); NV]; 3]; PH];
         for (i, acc) in acc.iter_mut().enumerate() {
             for (c, acc) in acc.iter_mut().enumerate() {
-                *acc = [_mm512_loadu_ps(bp.add((i * 3 + c) * LANES)); NV];
+                // SAFETY: `check_unexpanded` asserted `b.len() >= phases * 3 * LANES`; `i < PH == phases`, c < 3.
+                *acc = [unsafe { _mm512_loadu_ps(bp.add((i * 3 + c) * LANES)) }; NV];
             }
         }
         let mut t = 0;
-        for ic in 0..3 {
-            for dy in 0..k {
-                let row = rows[ic * k + dy].add(p0 / r);
-                for dx in 0..k {
-                    let src = row.add(dx);
-                    let mut x = [_mm512_setzero_ps(); NV];
-                    for v in 0..NV {
-                        let x8 = _mm256_loadu_ps(src.add(v * l / r));
-                        x[v] = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(x8));
-                    }
-                    for i in 0..PH {
-                        let w = wp.add(i * per + t * 3 * LANES);
-                        let w0 = _mm512_loadu_ps(w);
-                        let w1 = _mm512_loadu_ps(w.add(LANES));
-                        let w2 = _mm512_loadu_ps(w.add(2 * LANES));
+        // SAFETY: by the caller's `check_unexpanded(l, NV, st)`, every row (`rows[..3k]`) holds
+        // `extent(n, l, NV) / r + LANES + k - 1` values; `p0 < n` is a multiple of `NV * l` (and l of r), so the
+        // 8 values read at `(p0 + v*l) / r + dx` (v < NV, dx < k) end below `(p0 + NV*l) / r + 8 + k - 1`, within
+        // that. `w` holds `phases * 3k^2` taps of `3 * LANES` weights: phase i < PH == phases, tap t < 3k^2.
+        unsafe {
+            for ic in 0..3 {
+                for dy in 0..k {
+                    let row = rows[ic * k + dy].add(p0 / r);
+                    for dx in 0..k {
+                        let src = row.add(dx);
+                        let mut x = [_mm512_setzero_ps(); NV];
                         for v in 0..NV {
-                            acc[i][0][v] = _mm512_fmadd_ps(w0, x[v], acc[i][0][v]);
-                            acc[i][1][v] = _mm512_fmadd_ps(w1, x[v], acc[i][1][v]);
-                            acc[i][2][v] = _mm512_fmadd_ps(w2, x[v], acc[i][2][v]);
+                            let x8 = _mm256_loadu_ps(src.add(v * l / r));
+                            x[v] = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(x8));
                         }
+                        for i in 0..PH {
+                            let w = wp.add(i * per + t * 3 * LANES);
+                            let w0 = _mm512_loadu_ps(w);
+                            let w1 = _mm512_loadu_ps(w.add(LANES));
+                            let w2 = _mm512_loadu_ps(w.add(2 * LANES));
+                            for v in 0..NV {
+                                acc[i][0][v] = _mm512_fmadd_ps(w0, x[v], acc[i][0][v]);
+                                acc[i][1][v] = _mm512_fmadd_ps(w1, x[v], acc[i][1][v]);
+                                acc[i][2][v] = _mm512_fmadd_ps(w2, x[v], acc[i][2][v]);
+                            }
+                        }
+                        t += 1;
                     }
-                    t += 1;
                 }
             }
         }
@@ -218,7 +227,10 @@ unsafe fn conv_general_k<const PH: usize, const NV: usize>(a: &GeneralArgs<'_>, 
         for (i, acc) in acc.iter().enumerate() {
             for (c, acc) in acc.iter().enumerate() {
                 for (v, &acc) in acc.iter().enumerate() {
-                    store_q(out.add((i * 3 + c) * stride + p0 + v * l), acc, one, maxv);
+                    // SAFETY: avx512f is enabled here. The 16 samples at `p0 + v*l` end below `p0 + NV*l + LANES
+                    // <= extent(n, l, NV)`, and `check_unexpanded` asserted `stride >= extent` and `data.len() >=
+                    // (3 * phases - 1) * stride + extent`, so plane `i*3 + c` holds them.
+                    unsafe { store_q(out.add((i * 3 + c) * stride + p0 + v * l), acc, one, maxv) };
                 }
             }
         }
@@ -236,10 +248,15 @@ unsafe fn conv_fast_k(a: &FastArgs<'_>, st: &mut Staging<'_>) {
     let (out, stride) = (st.data.as_mut_ptr(), st.stride);
     let mut x0 = 0;
     while x0 < a.n {
-        let acc = fast_block(a, &rows, x0);
+        // SAFETY: avx512f is enabled here; the caller's `check(NV_FAST, st)` includes `check_rows(NV_FAST)`,
+        // `rows` is `row_ptrs(a.rows)`, and `x0 < n` is a multiple of `NV_FAST * LANES`.
+        let acc = unsafe { fast_block(a, &rows, x0) };
         for (c, acc) in acc.iter().enumerate() {
             for (v, &acc) in acc.iter().enumerate() {
-                store_q(out.add(c * stride + x0 + v * LANES), acc, one, maxv);
+                // SAFETY: avx512f is enabled here. The 16 samples at `x0 + v*LANES` end below `x0 + NV_FAST*LANES
+                // <= extent(n, LANES, NV_FAST)`, and `check` asserted `stride >= extent` and `data.len() >=
+                // 2 * stride + extent`.
+                unsafe { store_q(out.add(c * stride + x0 + v * LANES), acc, one, maxv) };
             }
         }
         x0 += NV_FAST * LANES;
@@ -260,7 +277,7 @@ fn row_ptrs(rows: &[&[f32]]) -> [*const f32; 27] {
 ///
 /// # Safety
 /// - The CPU supports avx512f.
-/// - `a.check_rows(NV_FAST)` holds, `rows == row_ptrs(a.rows)` and `x0 < a.n`.
+/// - `a.check_rows(NV_FAST)` holds, `rows == row_ptrs(a.rows)`, and `x0 < a.n` is a multiple of `16 * NV_FAST`.
 // Register blocking indexes the three accumulator rows by the same `v`.
 #[allow(clippy::needless_range_loop)]
 #[inline]
@@ -272,20 +289,26 @@ unsafe fn fast_block(a: &FastArgs<'_>, rows: &[*const f32; 27], x0: usize) -> [[
         *acc = [_mm512_set1_ps(a.b[c]); NV];
     }
     let mut w = a.w.as_ptr();
-    for ic in 0..3 {
-        for dy in 0..a.k {
-            let row = rows[ic * a.k + dy].add(x0);
-            for dx in 0..a.k {
-                let src = row.add(dx);
-                let w0 = _mm512_set1_ps(*w);
-                let w1 = _mm512_set1_ps(*w.add(1));
-                let w2 = _mm512_set1_ps(*w.add(2));
-                w = w.add(3);
-                for v in 0..NV {
-                    let x = _mm512_loadu_ps(src.add(v * LANES));
-                    acc[0][v] = _mm512_fmadd_ps(w0, x, acc[0][v]);
-                    acc[1][v] = _mm512_fmadd_ps(w1, x, acc[1][v]);
-                    acc[2][v] = _mm512_fmadd_ps(w2, x, acc[2][v]);
+    // SAFETY: by `check_rows(NV)`, the rows `rows[..3k]` point at (`row_ptrs`) hold `extent(n, LANES, NV) + k - 1`
+    // values, `extent` rounding n up to a multiple of `NV * LANES` (plus LANES); `x0 < n` is a multiple of
+    // `NV * LANES`, so the 16 values read at `x0 + dx + v*LANES` (dx < k, v < NV) end below `x0 + NV*LANES + k - 1`,
+    // within that. `w` holds `3k^2` taps of 3 weights and advances one tap per (ic, dy, dx).
+    unsafe {
+        for ic in 0..3 {
+            for dy in 0..a.k {
+                let row = rows[ic * a.k + dy].add(x0);
+                for dx in 0..a.k {
+                    let src = row.add(dx);
+                    let w0 = _mm512_set1_ps(*w);
+                    let w1 = _mm512_set1_ps(*w.add(1));
+                    let w2 = _mm512_set1_ps(*w.add(2));
+                    w = w.add(3);
+                    for v in 0..NV {
+                        let x = _mm512_loadu_ps(src.add(v * LANES));
+                        acc[0][v] = _mm512_fmadd_ps(w0, x, acc[0][v]);
+                        acc[1][v] = _mm512_fmadd_ps(w1, x, acc[1][v]);
+                        acc[2][v] = _mm512_fmadd_ps(w2, x, acc[2][v]);
+                    }
                 }
             }
         }
@@ -296,12 +319,9 @@ unsafe fn fast_block(a: &FastArgs<'_>, rows: &[*const f32; 27], x0: usize) -> [[
 /// `round_ties_even(clamp(acc, 0, 1) * maxv)` as i32, except that values below 0 (and NaN, which converts to
 /// i32::MIN) stay negative: the unsigned saturation of `_mm512_packus_epi32` turns them into 0, as `store_q`'s max
 /// with 0 does.
-///
-/// # Safety
-/// The CPU supports avx512f.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn quantise_unclamped(acc: __m512, one: __m512, maxv: __m512) -> __m512i {
+fn quantise_unclamped(acc: __m512, one: __m512, maxv: __m512) -> __m512i {
     _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_min_ps(one, acc), maxv))
 }
 
@@ -321,7 +341,9 @@ unsafe fn conv_fast_fused8_k<const R: usize>(a: &FastArgs<'_>, f: &FusedArgs<'_>
     let dst = out.as_mut_ptr();
     let mut x0 = 0;
     while x0 < a.n {
-        let acc = fast_block(a, &rows, x0);
+        // SAFETY: avx512f is enabled here; the caller asserted `check_rows(NV_FAST)`, `rows` is
+        // `row_ptrs(a.rows)`, and `x0 < n` is a multiple of `NV_FAST * LANES`.
+        let acc = unsafe { fast_block(a, &rows, x0) };
         for g0 in (0..NV_FAST).step_by(group) {
             let xg = x0 + g0 * LANES;
             if xg >= a.n {
@@ -332,7 +354,12 @@ unsafe fn conv_fast_fused8_k<const R: usize>(a: &FastArgs<'_>, f: &FusedArgs<'_>
             for (i, p) in packed.iter_mut().enumerate().take(group) {
                 let (v, x) = (g0 + i, xg + i * LANES);
                 let al = match f.alpha {
-                    Some(al) => _mm512_cvtepu16_epi32(_mm256_loadu_si256(al.as_ptr().add(x) as *const __m256i)),
+                    // SAFETY: `f.check` asserted `al.len() >= extent(n, LANES, NV_FAST)`, n rounded up to a
+                    // multiple of `NV_FAST * LANES` (plus LANES); `x = x0 + (g0 + i) * LANES` with `g0 + i < NV_FAST`
+                    // (`group` divides NV_FAST) and `x0` a multiple of `NV_FAST * LANES`, so the 16 u16 read fit.
+                    Some(al) => unsafe {
+                        _mm512_cvtepu16_epi32(_mm256_loadu_si256(al.as_ptr().add(x) as *const __m256i))
+                    },
                     None => _mm512_setzero_si512(),
                 };
                 let rg = _mm512_packus_epi32(
@@ -342,15 +369,21 @@ unsafe fn conv_fast_fused8_k<const R: usize>(a: &FastArgs<'_>, f: &FusedArgs<'_>
                 let ba = _mm512_packus_epi32(quantise_unclamped(acc[2][v], one, maxv), al);
                 *p = _mm512_packus_epi16(rg, ba);
             }
+            // Output bytes of this group's pixels `xg .. xg + valid / (r * nc)` (all below n) in each output row.
             let valid = (a.n - xg).min(group * LANES) * r * nc;
-            let d = dst.add(xg * r * nc);
+            // SAFETY: `xg < n` and `f.check` asserted `out.len() >= r * n * r * nc`: the offset is within `out`.
+            let d = unsafe { dst.add(xg * r * nc) };
             if valid == 64 * f.lines.len() {
                 // A whole group: every line is whole.
                 for (z, line) in f.lines.iter().enumerate() {
-                    let idx = _mm512_loadu_si512(line.idx.as_ptr() as *const __m512i);
+                    // SAFETY: `line.idx` is 64 bytes, the bytes read.
+                    let idx = unsafe { _mm512_loadu_si512(line.idx.as_ptr() as *const __m512i) };
                     let o = _mm512_permutex2var_epi8(packed[line.src], idx, packed[line.src + 1]);
                     for j in 0..r {
-                        _mm512_storeu_si512(d.add(j * row_len + 64 * z) as *mut __m512i, o);
+                        // SAFETY: the lines cover the group's `valid` bytes exactly (`64 * lines.len()`), so line
+                        // z of row j ends at `(xg * r * nc + valid) + j * row_len <= (j + 1) * row_len`, and
+                        // `out.len() >= r * row_len` (`f.check`).
+                        unsafe { _mm512_storeu_si512(d.add(j * row_len + 64 * z) as *mut __m512i, o) };
                     }
                 }
                 continue;
@@ -360,14 +393,20 @@ unsafe fn conv_fast_fused8_k<const R: usize>(a: &FastArgs<'_>, f: &FusedArgs<'_>
                 if vz == 0 {
                     break;
                 }
-                let idx = _mm512_loadu_si512(line.idx.as_ptr() as *const __m512i);
+                // SAFETY: `line.idx` is 64 bytes, the bytes read.
+                let idx = unsafe { _mm512_loadu_si512(line.idx.as_ptr() as *const __m512i) };
                 let o = _mm512_permutex2var_epi8(packed[line.src], idx, packed[line.src + 1]);
                 for j in 0..r {
-                    let p = d.add(j * row_len + 64 * z);
-                    if vz == 64 {
-                        _mm512_storeu_si512(p as *mut __m512i, o);
-                    } else {
-                        _mm512_mask_storeu_epi8(p as *mut i8, (1u64 << vz) - 1, o);
+                    // SAFETY: line z writes `vz` bytes with `64 * z + vz <= valid`, so row j's bytes end at
+                    // `(xg * r * nc + valid) + j * row_len <= (j + 1) * row_len <= out.len()` (`f.check`); the
+                    // masked store neither writes nor faults on the bytes masked out.
+                    unsafe {
+                        let p = d.add(j * row_len + 64 * z);
+                        if vz == 64 {
+                            _mm512_storeu_si512(p as *mut __m512i, o);
+                        } else {
+                            _mm512_mask_storeu_epi8(p as *mut i8, (1u64 << vz) - 1, o);
+                        }
                     }
                 }
             }
@@ -401,14 +440,20 @@ unsafe fn load_u8_k<const IC: usize>(src: &[u8], n: usize, dst: [*mut f32; 3]) {
         let bytes = (n - x).min(LANES) * IC;
         let mask = if bytes >= 64 { u64::MAX } else { (1u64 << bytes) - 1 };
         // Masked-out bytes are neither read (no fault past the slice) nor garbage: they load as 0.
-        let raw = _mm512_maskz_loadu_epi8(mask, src.as_ptr().add(x * IC) as *const i8);
+        // SAFETY: `x < n` and `src.len() == n * IC` (the caller's contract): the load starts inside `src` and its
+        // mask selects `(n - x).min(16) * IC` bytes, all before the end of `src`.
+        let raw = unsafe { _mm512_maskz_loadu_epi8(mask, src.as_ptr().add(x * IC) as *const i8) };
         let px = if IC == 4 { raw } else { _mm512_shuffle_epi8(_mm512_permutexvar_epi32(didx, raw), spread) };
         let r = _mm512_and_si512(px, ff);
         let g = _mm512_and_si512(_mm512_srli_epi32::<8>(px), ff);
         let b = _mm512_and_si512(_mm512_srli_epi32::<16>(px), ff);
-        _mm512_storeu_ps(dst[0].add(x), div_exact(_mm512_cvtepi32_ps(r), inv, d));
-        _mm512_storeu_ps(dst[1].add(x), div_exact(_mm512_cvtepi32_ps(g), inv, d));
-        _mm512_storeu_ps(dst[2].add(x), div_exact(_mm512_cvtepi32_ps(b), inv, d));
+        // SAFETY: `x < n` is a multiple of 16, so the 16 f32 at `x` end within `n` rounded up to 16, which the
+        // caller guarantees each `dst[c]` is valid for.
+        unsafe {
+            _mm512_storeu_ps(dst[0].add(x), div_exact(_mm512_cvtepi32_ps(r), inv, d));
+            _mm512_storeu_ps(dst[1].add(x), div_exact(_mm512_cvtepi32_ps(g), inv, d));
+            _mm512_storeu_ps(dst[2].add(x), div_exact(_mm512_cvtepi32_ps(b), inv, d));
+        }
         x += LANES;
     }
 }
@@ -437,15 +482,20 @@ static RGB_IDX: [[u8; 64]; 3] = {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
 unsafe fn load_rgb8_vbmi_k(src: &[u8], n: usize, dst: [*mut f32; 3]) {
     let (inv, d) = (_mm512_set1_ps(1.0 / 255.0), _mm512_set1_ps(255.0));
-    let idx = RGB_IDX.map(|t| _mm512_loadu_si512(t.as_ptr() as *const __m512i));
+    // SAFETY: each table `t` is 64 bytes, the bytes read.
+    let idx = RGB_IDX.map(|t| unsafe { _mm512_loadu_si512(t.as_ptr() as *const __m512i) });
     let mut x = 0;
     while x < n {
         let bytes = (n - x).min(LANES) * 3;
         // Masked-out bytes are neither read (no fault past the slice) nor garbage: they load as 0.
-        let raw = _mm512_maskz_loadu_epi8((1u64 << bytes) - 1, src.as_ptr().add(x * 3) as *const i8);
+        // SAFETY: `x < n` and `src.len() == n * 3` (the caller's contract): the load starts inside `src` and its
+        // mask selects `(n - x).min(16) * 3` bytes, all before the end of `src`.
+        let raw = unsafe { _mm512_maskz_loadu_epi8((1u64 << bytes) - 1, src.as_ptr().add(x * 3) as *const i8) };
         for c in 0..3 {
             let v = _mm512_permutexvar_epi8(idx[c], raw);
-            _mm512_storeu_ps(dst[c].add(x), div_exact(_mm512_cvtepi32_ps(v), inv, d));
+            // SAFETY: `x < n` is a multiple of 16, so the 16 f32 at `x` end within `n` rounded up to 16, which the
+            // caller guarantees `dst[c]` is valid for.
+            unsafe { _mm512_storeu_ps(dst[c].add(x), div_exact(_mm512_cvtepi32_ps(v), inv, d)) };
         }
         x += LANES;
     }
@@ -460,9 +510,14 @@ unsafe fn expand_k(a: &ExpandArgs<'_>, dst: &mut [f32]) {
     let total = a.n * a.e;
     let (mut p0, mut phase) = (0, 0);
     while p0 < total {
-        let idx = _mm512_loadu_si512(a.tables[phase].as_ptr() as *const __m512i);
-        let v = _mm512_loadu_ps(src.add(p0 / a.e));
-        _mm512_storeu_ps(out.add(p0), _mm512_permutexvar_ps(idx, v));
+        // SAFETY: `a.tables[phase]` (index checked) is 16 u32, the 64 bytes read. By the caller's `check(dst)`,
+        // `src.len() >= n + LANES` and `dst.len() >= n * e` rounded up to 16: `p0 < n * e` gives `p0 / e < n`, so the
+        // 16 source values fit, and `p0` is a multiple of 16 below `n * e`, so the 16 outputs fit.
+        unsafe {
+            let idx = _mm512_loadu_si512(a.tables[phase].as_ptr() as *const __m512i);
+            let v = _mm512_loadu_ps(src.add(p0 / a.e));
+            _mm512_storeu_ps(out.add(p0), _mm512_permutexvar_ps(idx, v));
+        }
         p0 += LANES;
         phase += 1;
         if phase == a.tables.len() {
@@ -481,19 +536,24 @@ unsafe fn expand_k(a: &ExpandArgs<'_>, dst: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn gather16(a: &InterleaveArgs<'_>, p0: usize, tbl: &[u16; 64]) -> (__m512i, __m512i) {
     let x0 = p0 / a.rep_c;
-    let pl = a.planes.as_ptr().add(x0);
-    let r = _mm256_loadu_si256(pl as *const __m256i);
-    let g = _mm256_loadu_si256(pl.add(a.stride) as *const __m256i);
-    let b = _mm256_loadu_si256(pl.add(2 * a.stride) as *const __m256i);
-    let al = match a.alpha {
-        Some(al) => _mm256_loadu_si256(al.as_ptr().add(p0 / a.r) as *const __m256i),
-        None => _mm256_setzero_si256(),
-    };
-    let rg = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(r), g);
-    let ba = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(b), al);
-    let i0 = _mm512_loadu_si512(tbl.as_ptr() as *const __m512i);
-    let i1 = _mm512_loadu_si512(tbl.as_ptr().add(32) as *const __m512i);
-    (_mm512_permutex2var_epi16(rg, i0, ba), _mm512_permutex2var_epi16(rg, i1, ba))
+    // SAFETY: `p0 < n`, so `x0 <= (n - 1) / rep_c`; the caller's `check` asserted `planes.len() >= 2 * stride +
+    // (n - 1) / rep_c + 32`, so 16 samples at `x0` of each plane fit, and `alpha.len() >= (n - 1) / r + 32`, so
+    // 16 at `p0 / r` fit. `tbl` is 64 u16: the two 32-sample halves read.
+    unsafe {
+        let pl = a.planes.as_ptr().add(x0);
+        let r = _mm256_loadu_si256(pl as *const __m256i);
+        let g = _mm256_loadu_si256(pl.add(a.stride) as *const __m256i);
+        let b = _mm256_loadu_si256(pl.add(2 * a.stride) as *const __m256i);
+        let al = match a.alpha {
+            Some(al) => _mm256_loadu_si256(al.as_ptr().add(p0 / a.r) as *const __m256i),
+            None => _mm256_setzero_si256(),
+        };
+        let rg = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(r), g);
+        let ba = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(b), al);
+        let i0 = _mm512_loadu_si512(tbl.as_ptr() as *const __m512i);
+        let i1 = _mm512_loadu_si512(tbl.as_ptr().add(32) as *const __m512i);
+        (_mm512_permutex2var_epi16(rg, i0, ba), _mm512_permutex2var_epi16(rg, i1, ba))
+    }
 }
 
 /// Mask of the first `n` (at most 32) elements.
@@ -515,21 +575,27 @@ unsafe fn interleave8_k(a: &InterleaveArgs<'_>, out: &mut [u8]) {
     let dst = out.as_mut_ptr();
     let (mut p0, mut phase) = (0, 0);
     while p0 < a.n {
-        let (o0, o1) = gather16(a, p0, &a.tables[phase]);
+        // SAFETY: avx512f/bw/vl are enabled here, the caller's `check` holds and `p0 < n`.
+        let (o0, o1) = unsafe { gather16(a, p0, &a.tables[phase]) };
         let (b0, b1) = (_mm512_cvtepi16_epi8(o0), _mm512_cvtepi16_epi8(o1));
-        let d = dst.add(p0 * nc);
         let ns = (a.n - p0).min(LANES) * nc;
-        if ns == LANES * nc {
-            _mm256_storeu_si256(d as *mut __m256i, b0);
-            if nc == 4 {
-                _mm256_storeu_si256(d.add(32) as *mut __m256i, b1);
+        // SAFETY: the `ns` samples of pixels `p0 ..` written here end at `p0 * nc + ns <= n * nc <= out.len()`
+        // (`check`): the whole-chunk case writes 32 + 32 (nc 4) or 32 + 16 (nc 3) bytes, `ns` exactly; the masked
+        // stores write the first `ns` bytes only (masked-out bytes are not written and do not fault).
+        unsafe {
+            let d = dst.add(p0 * nc);
+            if ns == LANES * nc {
+                _mm256_storeu_si256(d as *mut __m256i, b0);
+                if nc == 4 {
+                    _mm256_storeu_si256(d.add(32) as *mut __m256i, b1);
+                } else {
+                    _mm_storeu_si128(d.add(32) as *mut __m128i, _mm256_castsi256_si128(b1));
+                }
             } else {
-                _mm_storeu_si128(d.add(32) as *mut __m128i, _mm256_castsi256_si128(b1));
-            }
-        } else {
-            _mm256_mask_storeu_epi8(d as *mut i8, mask32(ns), b0);
-            if ns > 32 {
-                _mm256_mask_storeu_epi8(d.add(32) as *mut i8, mask32(ns - 32), b1);
+                _mm256_mask_storeu_epi8(d as *mut i8, mask32(ns), b0);
+                if ns > 32 {
+                    _mm256_mask_storeu_epi8(d.add(32) as *mut i8, mask32(ns - 32), b1);
+                }
             }
         }
         p0 += LANES;
@@ -550,21 +616,33 @@ unsafe fn interleave8_vbmi_k(a: &InterleaveArgs<'_>, out: &mut [u8]) {
     let dst = out.as_mut_ptr();
     let (mut p0, mut phase) = (0, 0);
     while p0 < a.n {
-        let pl = a.planes.as_ptr().add(p0 / a.rep_c);
-        let r = _mm512_loadu_si512(pl as *const __m512i);
-        let g = _mm512_loadu_si512(pl.add(a.stride) as *const __m512i);
-        let b = _mm512_loadu_si512(pl.add(2 * a.stride) as *const __m512i);
-        let al = match a.alpha {
-            Some(al) => _mm512_loadu_si512(al.as_ptr().add(p0 / a.r) as *const __m512i),
-            None => _mm512_setzero_si512(),
+        // SAFETY: `p0 < n`, so `p0 / rep_c <= (n - 1) / rep_c`; the caller's `check` asserted `planes.len() >=
+        // 2 * stride + (n - 1) / rep_c + 32`, so 32 samples at `p0 / rep_c` of each plane fit, and `alpha.len() >=
+        // (n - 1) / r + 32`, so 32 at `p0 / r` fit.
+        let (r, g, b, al) = unsafe {
+            let pl = a.planes.as_ptr().add(p0 / a.rep_c);
+            let r = _mm512_loadu_si512(pl as *const __m512i);
+            let g = _mm512_loadu_si512(pl.add(a.stride) as *const __m512i);
+            let b = _mm512_loadu_si512(pl.add(2 * a.stride) as *const __m512i);
+            let al = match a.alpha {
+                Some(al) => _mm512_loadu_si512(al.as_ptr().add(p0 / a.r) as *const __m512i),
+                None => _mm512_setzero_si512(),
+            };
+            (r, g, b, al)
         };
         let t = &a.btables[phase];
         let ns = (a.n - p0).min(CHUNK) * nc;
         let row = a.n * nc;
-        let d = dst.add(p0 * nc);
+        // SAFETY: `p0 < n` and `check` asserted `out.len() >= copies * n * nc`: the offset is within `out`.
+        let d = unsafe { dst.add(p0 * nc) };
         for z in 0..nc.div_ceil(2) {
-            let i0 = _mm512_loadu_si512(t.idx[z][0].as_ptr() as *const __m512i);
-            let i1 = _mm512_loadu_si512(t.idx[z][1].as_ptr() as *const __m512i);
+            // SAFETY: `t.idx[z][0]` and `t.idx[z][1]` (indices checked) are 64 bytes each, the bytes read.
+            let (i0, i1) = unsafe {
+                (
+                    _mm512_loadu_si512(t.idx[z][0].as_ptr() as *const __m512i),
+                    _mm512_loadu_si512(t.idx[z][1].as_ptr() as *const __m512i),
+                )
+            };
             let o = _mm512_mask_blend_epi8(
                 t.mask[z],
                 _mm512_permutex2var_epi8(r, i0, g),
@@ -572,11 +650,16 @@ unsafe fn interleave8_vbmi_k(a: &InterleaveArgs<'_>, out: &mut [u8]) {
             );
             let valid = ns.saturating_sub(64 * z).min(64);
             for j in 0..a.copies {
-                let dz = d.add(j * row + 64 * z);
-                if valid == 64 {
-                    _mm512_storeu_si512(dz as *mut __m512i, o);
-                } else if valid > 0 {
-                    _mm512_mask_storeu_epi8(dz as *mut i8, (1u64 << valid) - 1, o);
+                // SAFETY: row j's bytes written here end at `j * row + p0 * nc + ns <= (j + 1) * row`, with
+                // `64 * z + valid <= ns`, and `check` asserted `out.len() >= copies * row`; the masked store
+                // writes the first `valid` bytes only (masked-out bytes are not written and do not fault).
+                unsafe {
+                    let dz = d.add(j * row + 64 * z);
+                    if valid == 64 {
+                        _mm512_storeu_si512(dz as *mut __m512i, o);
+                    } else if valid > 0 {
+                        _mm512_mask_storeu_epi8(dz as *mut i8, (1u64 << valid) - 1, o);
+                    }
                 }
             }
         }
@@ -597,20 +680,26 @@ unsafe fn interleave16_k(a: &InterleaveArgs<'_>, out: &mut [u16]) {
     let dst = out.as_mut_ptr();
     let (mut p0, mut phase) = (0, 0);
     while p0 < a.n {
-        let (o0, o1) = gather16(a, p0, &a.tables[phase]);
-        let d = dst.add(p0 * nc);
+        // SAFETY: avx512f/bw/vl are enabled here, the caller's `check` holds and `p0 < n`.
+        let (o0, o1) = unsafe { gather16(a, p0, &a.tables[phase]) };
         let ns = (a.n - p0).min(LANES) * nc;
-        if ns == LANES * nc {
-            _mm512_storeu_si512(d as *mut __m512i, o0);
-            if nc == 4 {
-                _mm512_storeu_si512(d.add(32) as *mut __m512i, o1);
+        // SAFETY: the `ns` samples of pixels `p0 ..` written here end at `p0 * nc + ns <= n * nc <= out.len()`
+        // (`check`): the whole-chunk case writes 32 + 32 (nc 4) or 32 + 16 (nc 3) u16, `ns` exactly; the masked
+        // stores write the first `ns` samples only (masked-out samples are not written and do not fault).
+        unsafe {
+            let d = dst.add(p0 * nc);
+            if ns == LANES * nc {
+                _mm512_storeu_si512(d as *mut __m512i, o0);
+                if nc == 4 {
+                    _mm512_storeu_si512(d.add(32) as *mut __m512i, o1);
+                } else {
+                    _mm256_storeu_si256(d.add(32) as *mut __m256i, _mm512_castsi512_si256(o1));
+                }
             } else {
-                _mm256_storeu_si256(d.add(32) as *mut __m256i, _mm512_castsi512_si256(o1));
-            }
-        } else {
-            _mm512_mask_storeu_epi16(d as *mut i16, mask32(ns), o0);
-            if ns > 32 {
-                _mm512_mask_storeu_epi16(d.add(32) as *mut i16, mask32(ns - 32), o1);
+                _mm512_mask_storeu_epi16(d as *mut i16, mask32(ns), o0);
+                if ns > 32 {
+                    _mm512_mask_storeu_epi16(d.add(32) as *mut i16, mask32(ns - 32), o1);
+                }
             }
         }
         p0 += LANES;

@@ -238,7 +238,7 @@ const NP_PORTABLE: [usize; 4] = [4, 2, 1, 1];
 fn conv_portable(a: &mut ConvArgs<'_>) {
     a.check(P8::W, NP_PORTABLE[0]);
     // SAFETY: `P8` needs no CPU feature; `check` asserted every length the kernel reads and writes for 8-lane
-    // vectors and blocks of at most `NP_PORTABLE[0]` pixels, the largest block `conv_generic` is given.
+    // vectors and blocks of at most `NP_PORTABLE[0]` pixels, N1; 2 and 1 divide 4.
     unsafe { conv_generic::<P8, 4, 2, 1, 1>(a) }
 }
 
@@ -270,7 +270,9 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn conv_k512(a: &mut ConvArgs<'_>) {
         // 32 zmm registers: 28 accumulators, the weight vectors, broadcasts folded into the FMAs.
-        conv_generic::<__m512, 28, 14, 9, 7>(a)
+        // SAFETY: avx512f is enabled here and the caller guarantees `a.check(16, 28)`, 28 being N1; with 16 lanes
+        // every chunk is one vector, so only N1 is used.
+        unsafe { conv_generic::<__m512, 28, 14, 9, 7>(a) }
     }
 
     /// # Safety
@@ -278,7 +280,8 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn conv_k256(a: &mut ConvArgs<'_>) {
         // 16 ymm registers: 12 accumulators, a broadcast, weights as FMA memory operands.
-        conv_generic::<__m256, 12, 6, 4, 3>(a)
+        // SAFETY: avx2 and fma are enabled here and the caller guarantees `a.check(8, 12)`; 6, 4 and 3 divide 12.
+        unsafe { conv_generic::<__m256, 12, 6, 4, 3>(a) }
     }
 }
 
@@ -302,7 +305,8 @@ mod arm {
     #[target_feature(enable = "neon")]
     unsafe fn conv_k128(a: &mut ConvArgs<'_>) {
         // 32 q registers: 24 accumulators, weights and a broadcast.
-        conv_generic::<float32x4_t, 24, 12, 8, 6>(a)
+        // SAFETY: neon is enabled here and the caller guarantees `a.check(4, 24)`; 12, 8 and 6 divide 24.
+        unsafe { conv_generic::<float32x4_t, 24, 12, 8, 6>(a) }
     }
 }
 
@@ -310,11 +314,14 @@ mod arm {
 /// row. `N1..N4`: block pixels for chunks of 1..4 vectors.
 ///
 /// # Safety
-/// `V`'s CPU features are present; `a.check(V::W, N1)` holds and `N1 >= N2 >= N3 >= N4`.
+/// `V`'s CPU features are present; `a.check(V::W, N1)` holds; N2, N3 and N4 divide N1, unless `V::W == 16` (then
+/// every chunk is one vector and only N1 is used). So every block, of NP pixels from a multiple of NP below n,
+/// ends within n rounded up to N1, the extent `check` asserted.
 #[inline(always)]
 unsafe fn conv_generic<V: Simd, const N1: usize, const N2: usize, const N3: usize, const N4: usize>(
     a: &mut ConvArgs<'_>,
 ) {
+    const { assert!(V::W == 16 || (N1.is_multiple_of(N2) && N1.is_multiple_of(N3) && N1.is_multiple_of(N4))) };
     let nv_tot = a.layer.oc_pad / V::W;
     // AVX-512: one vector a chunk. Its broadcasts fold into the FMAs as memory operands (one load each, the load
     // ports have room), and with two or more vectors a chunk the compiler stored every accumulator after each FMA.
@@ -326,12 +333,16 @@ unsafe fn conv_generic<V: Simd, const N1: usize, const N2: usize, const N3: usiz
         // The input pixel stride as a constant where it is a common one: the 28 broadcast addresses of a block
         // are then constant displacements of one pointer (with a run-time stride they form a serial chain of
         // adds that halves the FMA rate).
-        match a.cin_s {
-            3 => conv_nv::<V, N1, N2, N3, N4, 3>(a, v0, nv),
-            16 => conv_nv::<V, N1, N2, N3, N4, 16>(a, v0, nv),
-            32 => conv_nv::<V, N1, N2, N3, N4, 32>(a, v0, nv),
-            64 => conv_nv::<V, N1, N2, N3, N4, 64>(a, v0, nv),
-            _ => conv_nv::<V, N1, N2, N3, N4, 0>(a, v0, nv),
+        // SAFETY: this function's contract, passed on; each `CS` is `a.cin_s` or 0, and `v0 + nv <= nv_tot` (the
+        // chunks split `nv_tot` vectors), with `nv` 1 when `V::W == 16` (`chunks == nv_tot`).
+        unsafe {
+            match a.cin_s {
+                3 => conv_nv::<V, N1, N2, N3, N4, 3>(a, v0, nv),
+                16 => conv_nv::<V, N1, N2, N3, N4, 16>(a, v0, nv),
+                32 => conv_nv::<V, N1, N2, N3, N4, 32>(a, v0, nv),
+                64 => conv_nv::<V, N1, N2, N3, N4, 64>(a, v0, nv),
+                _ => conv_nv::<V, N1, N2, N3, N4, 0>(a, v0, nv),
+            }
         }
         v0 += nv;
     }
@@ -340,25 +351,31 @@ unsafe fn conv_generic<V: Simd, const N1: usize, const N2: usize, const N3: usiz
 /// One chunk of `nv` vectors with input pixel stride `CS` (0: `a.cin_s` at run time).
 ///
 /// # Safety
-/// As [`conv_generic`]; `CS` is 0 or `a.cin_s`.
+/// As [`conv_generic`]; `CS` is 0 or `a.cin_s`; `v0 + nv <= oc_pad / W`, and `nv` is 1 if `V::W == 16`.
 #[inline(always)]
 unsafe fn conv_nv<V: Simd, const N1: usize, const N2: usize, const N3: usize, const N4: usize, const CS: usize>(
     a: &mut ConvArgs<'_>,
     v0: usize,
     nv: usize,
 ) {
-    match nv {
-        1 => conv_chunk::<V, 1, N1, CS>(a, v0),
-        2 => conv_chunk::<V, 2, N2, CS>(a, v0),
-        3 => conv_chunk::<V, 3, N3, CS>(a, v0),
-        _ => conv_chunk::<V, 4, N4, CS>(a, v0),
+    // SAFETY: this function's contract, passed on: NP is N1..N4 (dividing N1, or N1 itself on 16 lanes) and the
+    // chunk's NV vectors are `nv` (at most 4, the chunks being as even as possible) from `v0`.
+    unsafe {
+        match nv {
+            1 => conv_chunk::<V, 1, N1, CS>(a, v0),
+            2 => conv_chunk::<V, 2, N2, CS>(a, v0),
+            3 => conv_chunk::<V, 3, N3, CS>(a, v0),
+            _ => conv_chunk::<V, 4, N4, CS>(a, v0),
+        }
     }
 }
 
 /// Output-channel vectors `v0 .. v0 + NV` of a conv row, blocks of `NP` pixels (see the module doc).
 ///
 /// # Safety
-/// As [`conv_generic`], with `NP` at most the block size `check` was given and `v0 + NV <= oc_pad / W`.
+/// `V`'s CPU features are present; `a.check(V::W, m * NP)` holds for some `m >= 1` (so the blocks, of `NP` pixels
+/// from multiples of `NP` below n, end within the `n_ceil` it asserted); `CS` is 0 or `a.cin_s`; and
+/// `v0 + NV <= oc_pad / W`.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>(a: &mut ConvArgs<'_>, v0: usize) {
@@ -372,49 +389,60 @@ unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>
     // runtime loops (taps, then channels) the compiler kept the accumulators in memory and stored them after
     // every FMA; with one loop they stay in registers.
     let steps = k * k * cin;
+    // The pointers below are formed with `wrapping_add` and only dereferenced in the blocks further down, within
+    // what `check` asserted: a buffer may be empty when it is not used (`slopes` without prelu, `res_sel` without
+    // the residual), and `.add` would then be out of bounds.
     let mut src: Vec<*const f32> = Vec::with_capacity(steps);
     for ky in 0..k {
         let row = a.rows[ky].as_ptr();
         for kx in 0..k {
             for ic in 0..cin {
-                src.push(row.add(kx * cs + ic));
+                src.push(row.wrapping_add(kx * cs + ic));
             }
         }
     }
-    let w = l.w.as_ptr().add(v0 * V::W);
-    let b = l.b.as_ptr().add(v0 * V::W);
-    let slopes = l.slopes.as_ptr().add(v0 * V::W);
-    let out = a.out.as_mut_ptr().add(v0 * V::W);
-    let zero = V::splat(0.0);
-    let one = V::splat(1.0);
-    let magic = V::splat(8_388_608.0);
+    let w = l.w.as_ptr().wrapping_add(v0 * V::W);
+    let b = l.b.as_ptr().wrapping_add(v0 * V::W);
+    let slopes = l.slopes.as_ptr().wrapping_add(v0 * V::W);
+    let out = a.out.as_mut_ptr().wrapping_add(v0 * V::W);
+    // SAFETY: `V`'s CPU features are present (this function's contract), all `splat` needs.
+    let (zero, one, magic) = unsafe { (V::splat(0.0), V::splat(1.0), V::splat(8_388_608.0)) };
     let fin = a.finish;
     let res = fin.and_then(|f| f.res).map(|r| r.as_ptr());
-    let sel = l.res_sel.as_ptr().add(v0 * V::W);
+    let sel = l.res_sel.as_ptr().wrapping_add(v0 * V::W);
     let mut x = 0;
     while x < a.n {
         let mut acc = [[zero; NV]; NP];
         for v in 0..NV {
-            let bv = V::load(b.add(v * V::W));
+            // SAFETY: `V`'s CPU features are present; `check` asserted `b.len() == oc_pad`, and `(v0 + v + 1) * W <=
+            // oc_pad` (the contract).
+            let bv = unsafe { V::load(b.add(v * V::W)) };
             for p in 0..NP {
                 acc[p][v] = bv;
             }
         }
         let xo = x * cs;
         let mut wp = w;
-        for &sp in &src {
-            let xp = sp.add(xo);
-            let mut wv = [zero; NV];
-            for v in 0..NV {
-                wv[v] = V::load(wp.add(v * V::W));
-            }
-            for p in 0..NP {
-                let bx = V::splat(*xp.add(p * cs));
+        // SAFETY: `V`'s CPU features are present. Inputs: `sp` is row `ky` plus `kx * cs + ic` (kx < k, ic < cin
+        // <= cs), and pixel `x + p` (p < NP) is below `n_ceil`, so the value read, at `(x + p + kx) * cs + ic` of
+        // the row, is below `(n_ceil + k - 1) * cs`, the row length `check` asserted (with `cs == cin_s`).
+        // Weights: `w.len() == k * k * cin * oc_pad` (`check`): `wp` advances `oc_pad` per (tap, channel) step,
+        // `steps` of them, reading `W` lanes at `(v0 + v) * W` (v < NV), within the step's `oc_pad`.
+        unsafe {
+            for &sp in &src {
+                let xp = sp.add(xo);
+                let mut wv = [zero; NV];
                 for v in 0..NV {
-                    acc[p][v] = V::fma(wv[v], bx, acc[p][v]);
+                    wv[v] = V::load(wp.add(v * V::W));
                 }
+                for p in 0..NP {
+                    let bx = V::splat(*xp.add(p * cs));
+                    for v in 0..NV {
+                        acc[p][v] = V::fma(wv[v], bx, acc[p][v]);
+                    }
+                }
+                wp = wp.add(ocp);
             }
-            wp = wp.add(ocp);
         }
         // Each activation over the whole block at once: the vectors are independent, so the long latency of
         // tanh's division overlaps across them (one vector at a time, it stalled).
@@ -423,14 +451,17 @@ unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>
                 Act::Tanh => {
                     for p in 0..NP {
                         for v in 0..NV {
-                            acc[p][v] = simd::tanh(acc[p][v]);
+                            // SAFETY: `V`'s CPU features are present, all `tanh` needs.
+                            acc[p][v] = unsafe { simd::tanh(acc[p][v]) };
                         }
                     }
                 }
                 act => {
                     for p in 0..NP {
                         for v in 0..NV {
-                            acc[p][v] = apply::<V>(act, acc[p][v], slopes.add(v * V::W));
+                            // SAFETY: `V`'s CPU features are present; for `Prelu(o)`, `check` asserted
+                            // `o + oc_pad <= slopes.len()`, so the `W` slopes at `o + (v0 + v) * W` exist.
+                            acc[p][v] = unsafe { apply::<V>(act, acc[p][v], slopes.wrapping_add(v * V::W)) };
                         }
                     }
                 }
@@ -439,19 +470,25 @@ unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>
         for p in 0..NP {
             for v in 0..NV {
                 let mut y = acc[p][v];
-                if let Some(f) = fin {
-                    if let Some(res) = res {
-                        // `sel` is 0 or 1: the colour's value is added once (one rounding, as `y + r`), the
-                        // other two add an exact 0.
-                        let rp = res.add((x + p) * 3);
-                        for c in 0..3 {
-                            y = V::fma(V::load(sel.add(c * ocp + v * V::W)), V::splat(*rp.add(c)), y);
+                // SAFETY: `V`'s CPU features are present. Residual: `check` asserted `res.len() >= n_ceil * 3` (pixel
+                // `x + p` is below `n_ceil`) and `res_sel.len() == 3 * oc_pad` (the `W` values at
+                // `c * oc_pad + (v0 + v) * W` exist). Store: `check` asserted `out.len() >= n_ceil * oc_pad`, and
+                // the `W` values at `(x + p) * oc_pad + (v0 + v) * W` end within pixel `x + p`'s `oc_pad`.
+                unsafe {
+                    if let Some(f) = fin {
+                        if let Some(res) = res {
+                            // `sel` is 0 or 1: the colour's value is added once (one rounding, as `y + r`), the
+                            // other two add an exact 0.
+                            let rp = res.add((x + p) * 3);
+                            for c in 0..3 {
+                                y = V::fma(V::load(sel.add(c * ocp + v * V::W)), V::splat(*rp.add(c)), y);
+                            }
                         }
+                        y = V::min(V::max(y, zero), one);
+                        y = V::sub(V::add(V::mul(y, V::splat(f.maxv)), magic), magic);
                     }
-                    y = V::min(V::max(y, zero), one);
-                    y = V::sub(V::add(V::mul(y, V::splat(f.maxv)), magic), magic);
+                    V::store(y, out.add((x + p) * ocp + v * V::W));
                 }
-                V::store(y, out.add((x + p) * ocp + v * V::W));
             }
         }
         x += NP;
@@ -464,13 +501,16 @@ unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>
 /// `V`'s CPU features are present; for prelu, `slopes + o` is valid for `W` reads.
 #[inline(always)]
 unsafe fn apply<V: Simd>(act: Act, y: V, slopes: *const f32) -> V {
-    let zero = V::splat(0.0);
-    match act {
-        Act::Relu => V::max(y, zero),
-        Act::Tanh => simd::tanh(y),
-        // `s * min(y, 0) + max(y, 0)` is exactly `y > 0 ? y : s * y` (one rounding, of the product).
-        Act::Leaky(s) => V::fma(V::splat(s), V::min(y, zero), V::max(y, zero)),
-        Act::Prelu(o) => V::fma(V::load(slopes.add(o)), V::min(y, zero), V::max(y, zero)),
+    // SAFETY: `V`'s CPU features are present and, for prelu, `slopes + o` is valid for `W` reads (the contract).
+    unsafe {
+        let zero = V::splat(0.0);
+        match act {
+            Act::Relu => V::max(y, zero),
+            Act::Tanh => simd::tanh(y),
+            // `s * min(y, 0) + max(y, 0)` is exactly `y > 0 ? y : s * y` (one rounding, of the product).
+            Act::Leaky(s) => V::fma(V::splat(s), V::min(y, zero), V::max(y, zero)),
+            Act::Prelu(o) => V::fma(V::load(slopes.add(o)), V::min(y, zero), V::max(y, zero)),
+        }
     }
 }
 
