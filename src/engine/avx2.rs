@@ -5,9 +5,9 @@
 
 use std::arch::x86_64::*;
 
-use super::band::{ExpandArgs, FastArgs, GeneralArgs, InterleaveArgs, LoadArgs, Staging};
+use super::kernels::{ExpandArgs, FastArgs, GeneralArgs, InterleaveArgs, LoadArgs, Staging};
+use super::path::CpuPath;
 use super::portable;
-use super::CpuPath;
 
 /// Lanes of one ymm.
 const L8: usize = 8;
@@ -111,7 +111,7 @@ unsafe fn store_q(dst: *mut u16, acc: __m256, one: __m256, maxv: __m256) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn conv_general_k(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {
     const NV: usize = NV_GENERAL;
-    const LANES: usize = super::portable::LANES;
+    const LANES: usize = super::kernels::LANES;
     let (k, r) = (a.k, a.r);
     let l = L8 - L8 % r;
     let mut rows = [std::ptr::null::<f32>(); 27];

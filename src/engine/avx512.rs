@@ -3,9 +3,8 @@
 
 use std::arch::x86_64::*;
 
-use super::band::{ExpandArgs, FastArgs, FusedArgs, GeneralArgs, InterleaveArgs, LoadArgs, SrcRow, Staging};
-use super::portable::LANES;
-use super::CpuPath;
+use super::kernels::{ExpandArgs, FastArgs, FusedArgs, GeneralArgs, InterleaveArgs, LoadArgs, SrcRow, Staging, LANES};
+use super::path::CpuPath;
 
 /// `SPREAD[r][lane] = lane / r` (clamped to 7): the input value of each output lane, for r in 2..=8.
 static SPREAD: [[u32; 16]; 9] = {
@@ -759,7 +758,7 @@ mod tests {
     /// vectorised layouts) and a gray row (portable fallback), at ragged lengths.
     #[test]
     fn loads_match_portable() {
-        use crate::engine::band::{LoadArgs, SrcRow};
+        use crate::engine::kernels::{LoadArgs, SrcRow};
         if !can_run("loads_match_portable", false) {
             return;
         }
@@ -787,7 +786,7 @@ mod tests {
     /// for every scale, RGB and RGBA, ragged widths, and accumulators that are negative, above 1, infinite or NaN.
     #[test]
     fn fused_fast_path_matches_staged() {
-        use crate::engine::band::{byte_tables, fused_lines, interleave_tables, FusedArgs, InterleaveArgs};
+        use crate::engine::kernels::{byte_tables, fused_lines, interleave_tables, FusedArgs, InterleaveArgs};
         if !can_run("fused_fast_path_matches_staged", true) {
             return;
         }
@@ -849,7 +848,7 @@ mod tests {
     /// scale, both colour repetitions (general and fast path), with and without alpha, and ragged row ends.
     #[test]
     fn interleaves_match_portable() {
-        use crate::engine::band::{byte_tables, interleave_tables, InterleaveArgs};
+        use crate::engine::kernels::{byte_tables, interleave_tables, InterleaveArgs};
         if !can_run("interleaves_match_portable", false) {
             return;
         }

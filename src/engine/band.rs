@@ -4,8 +4,18 @@
 
 use rayon::prelude::*;
 
-use super::portable::LANES;
-use super::{CpuPath, Image, OutRows, RowSamples, Samples, Single};
+use super::image::{output_dims, Image, OutRows, RowSamples, Samples};
+use super::kernels::{
+    byte_tables, expand_tables, fused_lines, interleave_tables, ByteTable, ExpandArgs, FastArgs, FusedArgs, FusedLine,
+    GeneralArgs, InterleaveArgs, Kernels, LoadArgs, SrcRow, Staging, LANES,
+};
+#[cfg(target_arch = "aarch64")]
+use super::neon;
+use super::path::CpuPath;
+use super::portable;
+#[cfg(target_arch = "x86_64")]
+use super::{avx2, avx512};
+use crate::kernel::{Kernel, IN_CHANNELS};
 
 /// Output bytes one band aims at: the band's output rows stay in L2 while they are written and handed on.
 const BAND_OUT_BYTES: usize = 192 << 10;
@@ -13,407 +23,132 @@ const BAND_OUT_BYTES: usize = 192 << 10;
 /// past the end of a row without bounds checks: blocks are at most 8 vectors of 16 lanes, plus one vector.
 const SLACK: usize = 8 * LANES + 2 * LANES;
 
-/// Arguments of one general-path output row (`y*r + i`).
-pub(crate) struct GeneralArgs<'a> {
-    /// `3*k` padded rows, index `ic*k + dy`, expanded by r: output pixel `p` reads `rows[..][p + dx*r]`.
-    pub rows: &'a [&'a [f32]],
-    pub k: usize,
-    pub r: usize,
-    /// Output pixels in the row (`W*r`).
-    pub n: usize,
-    /// Lane-pattern weights of the `phases` row phases computed: `[phase][tap][c][16]`.
-    pub w: &'a [f32],
-    /// Lane-pattern bias of those row phases: `[phase][c][16]`.
-    pub b: &'a [f32],
-    /// Row phases computed in one call: 1, or r for kernels with `Kernels::general_all_phases` (then staging
-    /// plane `phase*3 + c`).
-    pub phases: usize,
-    /// 255 or 65535.
-    pub maxv: f32,
-}
-
-/// Arguments of one fast-path row (the 3 distinct channels of input row `y`).
-pub(crate) struct FastArgs<'a> {
-    /// `3*k` padded rows, index `ic*k + dy`, not expanded: input pixel `x` reads `rows[..][x + dx]`.
-    pub rows: &'a [&'a [f32]],
-    pub k: usize,
-    /// Input pixels in the row (`W`).
-    pub n: usize,
-    /// `[tap][c]`.
-    pub w: &'a [f32],
-    pub b: [f32; 3],
-    pub maxv: f32,
-}
-
-/// Quantised colour planes: plane `c` at `data[c*stride ..]`.
-pub(crate) struct Staging<'a> {
-    pub data: &'a mut [u16],
-    pub stride: usize,
-}
-
-/// Highest index + 1 a conv kernel touches in a staging plane (and, plus `(k-1)*step`, in an input row) when it
-/// covers `n` pixels with blocks of `nv` vectors advancing `l` pixels each (every store writes `LANES`).
-pub(crate) fn extent(n: usize, l: usize, nv: usize) -> usize {
-    n.div_ceil(l * nv) * l * nv + LANES
-}
-
-impl GeneralArgs<'_> {
-    /// Like [`GeneralArgs::check`], for kernels that take *unexpanded* rows (`Kernels::general_expands`): output
-    /// pixel `p` reads `rows[..][p / r + dx]`, loading 16 values from `(p0 + v*l) / r + dx`.
-    // Only the AVX-512 kernel takes unexpanded rows.
-    #[cfg(target_arch = "x86_64")]
-    pub(crate) fn check_unexpanded(&self, l: usize, nv: usize, st: &Staging<'_>) {
-        let ext = extent(self.n, l, nv);
-        let taps = 3 * self.k * self.k;
-        assert!(self.r >= 2 && l > 0 && l <= LANES && l.is_multiple_of(self.r));
-        assert!(self.rows.len() == 3 * self.k && self.k <= 9);
-        assert!(self.rows.iter().all(|row| row.len() >= ext / self.r + LANES + self.k - 1));
-        assert!(self.w.len() >= self.phases * taps * 3 * LANES && self.b.len() >= self.phases * 3 * LANES);
-        assert!(st.stride >= ext && st.data.len() >= (3 * self.phases - 1) * st.stride + ext);
-    }
-
-    /// Asserts every length a kernel with `l` pixels per vector and blocks of `nv` vectors relies on.
-    pub(crate) fn check(&self, l: usize, nv: usize, st: &Staging<'_>) {
-        let ext = extent(self.n, l, nv);
-        let taps = 3 * self.k * self.k;
-        assert!(l > 0 && l <= LANES && l.is_multiple_of(self.r));
-        assert!(self.rows.len() == 3 * self.k && self.k <= 9);
-        assert!(self.phases == 1);
-        assert!(self.rows.iter().all(|row| row.len() >= ext + (self.k - 1) * self.r));
-        assert!(self.w.len() >= taps * 3 * LANES && self.b.len() >= 3 * LANES);
-        assert!(st.stride >= ext && st.data.len() >= 2 * st.stride + ext);
+/// The one dispatch point. `path` must be supported (the SIMD wrappers assert it); `vbmi`: the AVX-512 path
+/// uses its VBMI kernels (`Options::uses_vbmi`, which checked the CPU).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+pub(crate) fn kernels_for(path: CpuPath, vbmi: bool) -> Kernels {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        CpuPath::Avx512 => Kernels {
+            load: if vbmi { avx512::load_vbmi } else { avx512::load },
+            expand: avx512::expand,
+            general: avx512::conv_general,
+            general_expands: true,
+            general_all_phases: true,
+            fast: avx512::conv_fast,
+            fast_fused8: vbmi.then_some(avx512::conv_fast_fused8 as _),
+            interleave8: if vbmi { avx512::interleave8_vbmi } else { avx512::interleave8 },
+            interleave16: avx512::interleave16,
+        },
+        #[cfg(target_arch = "x86_64")]
+        CpuPath::Avx2Fma => Kernels {
+            load: avx2::load,
+            expand: avx2::expand,
+            general: avx2::conv_general,
+            general_expands: false,
+            general_all_phases: false,
+            fast: avx2::conv_fast,
+            fast_fused8: None,
+            interleave8: avx2::interleave8,
+            interleave16: avx2::interleave16,
+        },
+        #[cfg(target_arch = "aarch64")]
+        CpuPath::Neon => Kernels {
+            load: portable::load,
+            expand: portable::expand,
+            general: neon::conv_general,
+            general_expands: false,
+            general_all_phases: false,
+            fast: neon::conv_fast,
+            fast_fused8: None,
+            interleave8: portable::interleave8,
+            interleave16: portable::interleave16,
+        },
+        _ => Kernels {
+            load: portable::load,
+            expand: portable::expand,
+            general: portable::conv_general,
+            general_expands: false,
+            general_all_phases: false,
+            fast: portable::conv_fast,
+            fast_fused8: None,
+            interleave8: portable::interleave8,
+            interleave16: portable::interleave16,
+        },
     }
 }
 
-impl FastArgs<'_> {
-    /// Asserts every length a kernel with blocks of `nv` vectors of `LANES` pixels relies on.
-    pub(crate) fn check(&self, nv: usize, st: &Staging<'_>) {
-        let ext = self.check_rows(nv);
-        assert!(st.stride >= ext && st.data.len() >= 2 * st.stride + ext);
-    }
-
-    /// Asserts the input rows and weights hold what blocks of `nv` vectors read; returns the block extent.
-    pub(crate) fn check_rows(&self, nv: usize) -> usize {
-        let ext = extent(self.n, LANES, nv);
-        assert!(self.rows.len() == 3 * self.k && self.k <= 9);
-        assert!(self.rows.iter().all(|row| row.len() >= ext + self.k - 1));
-        assert!(self.w.len() >= 3 * self.k * self.k * 3);
-        ext
-    }
+/// Whether weight and bias are tied in groups of r*r consecutive output channels (ICNR structure).
+pub fn is_tied(kernel: &Kernel) -> bool {
+    let rr = (kernel.scale() * kernel.scale()) as usize;
+    let per_out = IN_CHANNELS * (kernel.kernel_size() * kernel.kernel_size()) as usize;
+    (0..kernel.bias_flat().len()).all(|o| {
+        let g = o - o % rr;
+        kernel.bias_flat()[o].to_bits() == kernel.bias_flat()[g].to_bits()
+            && kernel.weight_flat()[o * per_out..(o + 1) * per_out]
+                .iter()
+                .zip(&kernel.weight_flat()[g * per_out..(g + 1) * per_out])
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    })
 }
 
-/// The output side of a fused fast-path kernel (8-bit): each 16-pixel conv vector is quantised and packed to bytes
-/// with its alpha; groups of `group` vectors are then permuted into whole 64-byte lines of output (`lines`), each
-/// stored into the r identical output rows. Line-sized stores at line-sized steps stay aligned when the output row
-/// is (see `BandBuf::out8_off`), where 96-byte steps would split every other store across two cache lines.
-// Only the AVX-512 kernel reads it; other architectures build it for a `None` kernel.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) struct FusedArgs<'a> {
-    /// Alpha per input pixel, or `None` for RGB output.
-    pub alpha: Option<&'a [u16]>,
-    pub r: usize,
-    /// Vectors per group: the fewest whose output is whole 64-byte lines (1, 2 or 4).
-    pub group: usize,
-    /// The output lines of one group, [`fused_lines`]`(r, nc)`.
-    pub lines: &'a [FusedLine],
+/// The single-layer engine's kernel and its prepared weights.
+#[derive(Debug)]
+pub(crate) struct Single {
+    pub(crate) kernel: Kernel,
+    /// Whether the ICNR fast path runs.
+    pub(crate) tied: bool,
+    pub(crate) prep: Prepared,
 }
 
-/// One 64-byte output line of a group: `_mm512_permutex2var_epi8` of packed vectors `src` and `src + 1`.
-#[derive(Clone, Copy)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) struct FusedLine {
-    pub src: usize,
-    pub idx: [u8; 64],
+/// Weights rearranged for the kernels (see the module doc).
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// General path: `[i][tap][c][16]`, lane `l` = `weight[c*r*r + i*r + l % r][tap]`; tap = (ic*k + dy)*k + dx.
+    wv: Vec<f32>,
+    /// General path: `[i][c][16]`, lane `l` = `bias[c*r*r + i*r + l % r]`.
+    bv: Vec<f32>,
+    /// Fast path: `[tap][c]` = `weight[c*r*r][tap]`.
+    w0: Vec<f32>,
+    /// Fast path: `bias[c*r*r]`.
+    b0: [f32; 3],
 }
 
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-impl FusedArgs<'_> {
-    /// Output channels: 3 or 4.
-    pub(crate) fn nc(&self) -> usize {
-        if self.alpha.is_some() {
-            4
-        } else {
-            3
-        }
-    }
-
-    /// Asserts every length a fused kernel writing rows of `n` input pixels with blocks of `nv` vectors relies on.
-    pub(crate) fn check(&self, n: usize, nv: usize, out_len: usize) {
-        let nc = self.nc();
-        assert!(self.r >= 1 && self.group >= 1 && nv.is_multiple_of(self.group));
-        if let Some(a) = self.alpha {
-            assert!(a.len() >= extent(n, LANES, nv));
-        }
-        assert!(self.lines.len() == self.group * LANES * self.r * nc / 64);
-        assert!(self.lines.iter().all(|l| l.src < self.group));
-        assert!(out_len >= self.r * n * self.r * nc);
+impl Single {
+    /// Prepares `kernel`; the fast path runs when allowed and the kernel is tied ([`is_tied`]).
+    pub(crate) fn new(kernel: &Kernel, allow_fast_path: bool) -> Single {
+        Single { kernel: kernel.clone(), tied: allow_fast_path && is_tied(kernel), prep: Prepared::new(kernel) }
     }
 }
 
-/// The lines of a fused kernel's group, and the group size.
-///
-/// Packed vector layout (`_mm512_packus_epi32` then `_mm512_packus_epi16` of R, G, B, A): 128-bit lane `j / 4`
-/// holds `[R G B A]` x 4 pixels, so pixel `j`'s channel `c` is byte `16 * (j / 4) + 4 * c + j % 4`. Output pixel
-/// `p` of a group shows input pixel `p / r`, of vector `p / r / 16`; a 64-byte line never spans more than two
-/// vectors, because one vector's output (`16 * r * nc` bytes) is at least 64 bytes.
-pub(crate) fn fused_lines(r: usize, nc: usize) -> (usize, Vec<FusedLine>) {
-    let per_vec = LANES * r * nc;
-    let group = 64 / gcd(64, per_vec);
-    let lines = (0..group * per_vec / 64)
-        .map(|z| {
-            let src = 64 * z / per_vec;
-            let idx = std::array::from_fn(|b| {
-                let q = 64 * z + b;
-                let (i, c) = (q / nc / r, q % nc);
-                let (v, j) = (i / LANES, i % LANES);
-                ((v - src) * 64 + 16 * (j / 4) + 4 * c + j % 4) as u8
-            });
-            FusedLine { src, idx }
-        })
-        .collect();
-    (group, lines)
-}
-
-/// Arguments of one interleave: planar quantised colour (+ raw alpha) -> one interleaved output row.
-pub(crate) struct InterleaveArgs<'a> {
-    /// Three colour planes, plane `c` at `planes[c*stride ..]`.
-    pub planes: &'a [u16],
-    pub stride: usize,
-    /// Output pixels per colour sample: 1 (general path, planes in output-pixel order) or r (fast path).
-    pub rep_c: usize,
-    /// Alpha per input pixel (each repeated r times), or `None` for RGB output.
-    pub alpha: Option<&'a [u16]>,
-    pub r: usize,
-    /// Output pixels in the row.
-    pub n: usize,
-    /// Identical output rows to write, one after the other (r on the fast path, whose blocks are uniform).
-    pub copies: usize,
-    /// Word permutations for AVX-512, one per phase of 16-pixel chunks (see [`interleave_tables`]).
-    pub tables: &'a [[u16; 64]],
-    /// Byte permutations for AVX-512 VBMI, one per phase of 32-pixel chunks (see [`byte_tables`]).
-    pub btables: &'a [ByteTable],
-}
-
-/// How to build 64 output bytes of a 32-pixel chunk from `[R G]` and `[B A]` (32 u16 samples each, the low byte
-/// taken): `idx[0]` indexes `R|G` bytes, `idx[1]` `B|A` bytes, `mask` bit set where the byte comes from `B|A`.
-#[derive(Clone, Copy)]
-pub(crate) struct ByteTable {
-    pub idx: [[[u8; 64]; 2]; 2],
-    pub mask: [u64; 2],
-}
-
-/// Byte permutations for 32-pixel chunks: entry `s` serves chunks `32*s'` with `s' % period == s`,
-/// period `r / gcd(32, r)`.
-pub(crate) fn byte_tables(rep_c: usize, r: usize, nc: usize) -> Vec<ByteTable> {
-    let period = r / gcd(2 * LANES, r);
-    (0..period)
-        .map(|s| {
-            let p0 = 2 * LANES * s;
-            let mut t = ByteTable { idx: [[[0; 64]; 2]; 2], mask: [0; 2] };
-            for q in 0..2 * LANES * nc {
-                let (z, b) = (q / 64, q % 64);
-                let (p, c) = (p0 + q / nc, q % nc);
-                let w = if c < 3 { p / rep_c - p0 / rep_c } else { p / r - p0 / r };
-                let byte = ((c % 2) * 64 + 2 * w) as u8;
-                if c < 2 {
-                    t.idx[z][0][b] = byte;
-                } else {
-                    t.idx[z][1][b] = byte;
-                    t.mask[z] |= 1 << b;
+impl Prepared {
+    fn new(kernel: &Kernel) -> Prepared {
+        let r = kernel.scale() as usize;
+        let rr = r * r;
+        let k = kernel.kernel_size() as usize;
+        let taps = IN_CHANNELS * k * k;
+        let lanes = LANES;
+        let mut wv = vec![0f32; r * taps * 3 * lanes];
+        let mut bv = vec![0f32; r * 3 * lanes];
+        for i in 0..r {
+            for c in 0..3 {
+                for l in 0..lanes {
+                    let o = c * rr + i * r + l % r;
+                    bv[(i * 3 + c) * lanes + l] = kernel.bias_flat()[o];
+                    for t in 0..taps {
+                        wv[((i * taps + t) * 3 + c) * lanes + l] = kernel.weight_flat()[o * taps + t];
+                    }
                 }
             }
-            t
-        })
-        .collect()
-}
-
-impl InterleaveArgs<'_> {
-    /// Output channels: 3 or 4.
-    pub(crate) fn nc(&self) -> usize {
-        if self.alpha.is_some() {
-            4
-        } else {
-            3
         }
-    }
-    /// Asserts every length an interleave kernel relies on: every 16-pixel chunk loads 16 samples per plane.
-    pub(crate) fn check(&self, out_len: usize) {
-        assert!(self.n > 0 && (self.rep_c == 1 || self.rep_c == self.r) && self.r >= 1);
-        // Kernels load windows of up to 32 samples per plane.
-        assert!(self.stride >= (self.n - 1) / self.rep_c + 2 * LANES);
-        assert!(self.planes.len() >= 2 * self.stride + (self.n - 1) / self.rep_c + 2 * LANES);
-        if let Some(a) = self.alpha {
-            assert!(a.len() >= (self.n - 1) / self.r + 2 * LANES);
-        }
-        assert!(self.tables.len() == self.r / gcd(LANES, self.r));
-        assert!(self.btables.len() == self.r / gcd(2 * LANES, self.r));
-        assert!(self.copies >= 1 && out_len >= self.copies * self.n * self.nc());
-    }
-
-    /// Repeats the first output row into the other `copies - 1` (for kernels that write one row).
-    pub(crate) fn replicate<T: Copy>(&self, out: &mut [T]) {
-        let row = self.n * self.nc();
-        for j in 1..self.copies {
-            out.copy_within(0..row, j * row);
-        }
-    }
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-/// Word permutations for interleaving 16 output pixels from `[R(16) G(16) B(16) A(16)]` (one 16-sample window per
-/// plane, starting at the chunk's first sample): entry `s` serves chunks whose first pixel `p0 = 16*s'` has
-/// `s' % period == s`, period `r / gcd(16, r)` (the pattern of `p0 % r`).
-pub(crate) fn interleave_tables(rep_c: usize, r: usize, nc: usize) -> Vec<[u16; 64]> {
-    let period = r / gcd(LANES, r);
-    (0..period)
-        .map(|s| {
-            let p0 = LANES * s;
-            let mut t = [0u16; 64];
-            for (q, e) in t.iter_mut().enumerate().take(LANES * nc) {
-                let (p, c) = (p0 + q / nc, q % nc);
-                *e = if c < 3 { c * LANES + p / rep_c - p0 / rep_c } else { 3 * LANES + p / r - p0 / r } as u16;
+        let mut w0 = vec![0f32; taps * 3];
+        for t in 0..taps {
+            for c in 0..3 {
+                w0[t * 3 + c] = kernel.weight_flat()[c * rr * taps + t];
             }
-            t
-        })
-        .collect()
-}
-
-/// One input row, interleaved, `ic` channels.
-#[derive(Clone, Copy)]
-pub(crate) enum SrcRow<'a> {
-    U8(&'a [u8]),
-    U16(&'a [u16]),
-}
-
-/// Arguments of one row load: `n` pixels of `src` -> three f32 rows (`v / 255` or `v / 65535`; gray fills all
-/// three with channel 0; alpha is skipped).
-pub(crate) struct LoadArgs<'a> {
-    pub src: SrcRow<'a>,
-    pub ic: usize,
-    pub n: usize,
-}
-
-impl LoadArgs<'_> {
-    /// Asserts the lengths a load kernel relies on: it may write whole 16-lane vectors (zeros past `n`).
-    pub(crate) fn check(&self, dst: &[&mut [f32]; 3]) {
-        let len = match self.src {
-            SrcRow::U8(s) => s.len(),
-            SrcRow::U16(s) => s.len(),
-        };
-        assert!((1..=4).contains(&self.ic) && len == self.n * self.ic);
-        assert!(dst.iter().all(|d| d.len() >= self.n.next_multiple_of(LANES)));
-    }
-}
-
-/// Arguments of one row expansion: `dst[p] = src[p / e]` for `p < n * e`.
-pub(crate) struct ExpandArgs<'a> {
-    pub src: &'a [f32],
-    pub e: usize,
-    pub n: usize,
-    /// f32 lane permutations for AVX-512, one per phase of 16-value chunks (see [`expand_tables`]).
-    pub tables: &'a [[u32; 16]],
-}
-
-impl ExpandArgs<'_> {
-    /// Asserts the lengths an expand kernel relies on: it loads 16 source values per 16 outputs and may write whole
-    /// 16-lane vectors (copies of the source past `n`).
-    pub(crate) fn check(&self, dst: &[f32]) {
-        assert!(self.e >= 1 && self.src.len() >= self.n + LANES);
-        assert!(dst.len() >= (self.n * self.e).next_multiple_of(LANES));
-        assert!(self.tables.len() == self.e / gcd(LANES, self.e));
-    }
-}
-
-/// Lane permutations for expanding by `e`: entry `s` serves output chunks `16*s'` with `s' % period == s`.
-pub(crate) fn expand_tables(e: usize) -> Vec<[u32; 16]> {
-    let period = e / gcd(LANES, e);
-    (0..period)
-        .map(|s| {
-            let p0 = LANES * s;
-            std::array::from_fn(|l| ((p0 + l) / e - p0 / e) as u32)
-        })
-        .collect()
-}
-
-/// The kernels of one CPU path.
-pub(crate) struct Kernels {
-    pub load: fn(&LoadArgs<'_>, &mut [&mut [f32]; 3]),
-    pub expand: fn(&ExpandArgs<'_>, &mut [f32]),
-    pub general: fn(&GeneralArgs<'_>, &mut Staging<'_>),
-    /// Whether `general` expands input rows by r itself (in registers): then rows are loaded unexpanded.
-    pub general_expands: bool,
-    /// Whether `general` computes all r row phases of an input row in one call.
-    pub general_all_phases: bool,
-    pub fast: fn(&FastArgs<'_>, &mut Staging<'_>),
-    /// Fast path, 8-bit output: conv, quantise, interleave and replicate in one pass (no staging), where the CPU
-    /// path has one.
-    pub fast_fused8: Option<fn(&FastArgs<'_>, &FusedArgs<'_>, &mut [u8])>,
-    pub interleave8: fn(&InterleaveArgs<'_>, &mut [u8]),
-    pub interleave16: fn(&InterleaveArgs<'_>, &mut [u16]),
-}
-
-impl Kernels {
-    /// The one dispatch point. `path` must be supported (the SIMD wrappers assert it); `vbmi`: the AVX-512 path
-    /// uses its VBMI kernels (`Options::uses_vbmi`, which checked the CPU).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    pub(crate) fn for_path(path: CpuPath, vbmi: bool) -> Kernels {
-        use super::portable;
-        match path {
-            #[cfg(target_arch = "x86_64")]
-            CpuPath::Avx512 => Kernels {
-                load: if vbmi { super::avx512::load_vbmi } else { super::avx512::load },
-                expand: super::avx512::expand,
-                general: super::avx512::conv_general,
-                general_expands: true,
-                general_all_phases: true,
-                fast: super::avx512::conv_fast,
-                fast_fused8: vbmi.then_some(super::avx512::conv_fast_fused8 as _),
-                interleave8: if vbmi { super::avx512::interleave8_vbmi } else { super::avx512::interleave8 },
-                interleave16: super::avx512::interleave16,
-            },
-            #[cfg(target_arch = "x86_64")]
-            CpuPath::Avx2Fma => Kernels {
-                load: super::avx2::load,
-                expand: super::avx2::expand,
-                general: super::avx2::conv_general,
-                general_expands: false,
-                general_all_phases: false,
-                fast: super::avx2::conv_fast,
-                fast_fused8: None,
-                interleave8: super::avx2::interleave8,
-                interleave16: super::avx2::interleave16,
-            },
-            #[cfg(target_arch = "aarch64")]
-            CpuPath::Neon => Kernels {
-                load: portable::load,
-                expand: portable::expand,
-                general: super::neon::conv_general,
-                general_expands: false,
-                general_all_phases: false,
-                fast: super::neon::conv_fast,
-                fast_fused8: None,
-                interleave8: portable::interleave8,
-                interleave16: portable::interleave16,
-            },
-            _ => Kernels {
-                load: portable::load,
-                expand: portable::expand,
-                general: portable::conv_general,
-                general_expands: false,
-                general_all_phases: false,
-                fast: portable::conv_fast,
-                fast_fused8: None,
-                interleave8: portable::interleave8,
-                interleave16: portable::interleave16,
-            },
         }
+        let b0 = [kernel.bias_flat()[0], kernel.bias_flat()[rr], kernel.bias_flat()[2 * rr]];
+        Prepared { wv, bv, w0, b0 }
     }
 }
 
@@ -507,7 +242,7 @@ impl BandBuf {
 impl<'a> Plan<'a> {
     pub(crate) fn new(up: &'a Single, path: CpuPath, vbmi: bool, img: &'a Image) -> Plan<'a> {
         assert!(
-            super::output_dims(img.width, img.height, up.kernel.scale()).is_some(),
+            output_dims(img.width, img.height, up.kernel.scale()).is_some(),
             "output dimensions overflow u32: callers bound the input size first"
         );
         let (w, h) = (img.width as usize, img.height as usize);
@@ -515,7 +250,7 @@ impl<'a> Plan<'a> {
         let k = up.kernel.kernel_size() as usize;
         let pad = k / 2;
         let fast = up.tied;
-        let kernels = Kernels::for_path(path, vbmi);
+        let kernels = kernels_for(path, vbmi);
         let e = if fast || kernels.general_expands { 1 } else { r };
         let n_conv = if fast { w } else { w * r };
         let n_out = w * r;
@@ -701,63 +436,120 @@ impl<'a> Plan<'a> {
                     rows[ic * k + dy] = &planes[at..at + self.row_stride];
                 }
             }
-            let rows = &rows[..3 * k];
+            let row = Row { ly, rows: &rows[..3 * k], alpha };
             let mut st = Staging { data: &mut staging[..], stride: self.st_stride };
-            let per = 3 * k * k * 3 * LANES;
-            let general = |i: usize, phases: usize, st: &mut Staging<'_>| {
-                let args = GeneralArgs {
-                    rows,
-                    k,
-                    r,
-                    n: self.n_conv,
-                    w: &self.up.prep.wv[i * per..(i + phases) * per],
-                    b: &self.up.prep.bv[i * 3 * LANES..(i + phases) * 3 * LANES],
-                    phases,
-                    maxv: self.maxv,
-                };
-                (self.kernels.general)(&args, st);
-            };
-            let all_phases = !self.fast && self.kernels.general_all_phases;
-            if all_phases {
-                general(0, r, &mut st);
-            }
-            let copies = if self.fast { r } else { 1 };
-            for i in 0..if self.fast { 1 } else { r } {
-                if self.fast {
-                    let args =
-                        FastArgs { rows, k, n: self.n_conv, w: &self.up.prep.w0, b: self.up.prep.b0, maxv: self.maxv };
-                    if let (Some(fused), Samples::U8(_)) = (self.kernels.fast_fused8, &self.img.samples) {
-                        let fa = FusedArgs { alpha, r, group: self.fused_group, lines: &self.fused_lines };
-                        let o = ly * r * out_row;
-                        fused(&args, &fa, &mut out8[o..o + r * out_row]);
-                        continue;
-                    }
-                    (self.kernels.fast)(&args, &mut st);
-                } else if !all_phases {
-                    general(i, 1, &mut st);
-                }
-                let at = if all_phases { 3 * i * self.st_stride } else { 0 };
-                let ia = InterleaveArgs {
-                    planes: &st.data[at..],
-                    stride: self.st_stride,
-                    rep_c: if self.fast { r } else { 1 },
-                    alpha,
-                    r,
-                    n: self.n_out,
-                    copies,
-                    tables: &self.tables,
-                    btables: &self.btables,
-                };
-                let o = (ly * r + i) * out_row;
-                let len = copies * out_row;
-                match self.img.samples {
-                    Samples::U8(_) => (self.kernels.interleave8)(&ia, &mut out8[o..o + len]),
-                    Samples::U16(_) => (self.kernels.interleave16)(&ia, &mut out16[o..o + len]),
-                }
+            match (self.fast, self.kernels.fast_fused8, &self.img.samples) {
+                (true, Some(fused), Samples::U8(_)) => self.row_fast_fused8(fused, &row, out8),
+                (true, _, _) => self.row_fast(&row, &mut st, out8, out16),
+                (false, _, _) => self.row_general(&row, &mut st, out8, out16),
             }
         }
     }
+
+    /// ICNR fast path, 8-bit output, fused kernel: conv, quantise, interleave and replicate into the r output rows of
+    /// input row `row.ly`, with no staging.
+    #[inline]
+    fn row_fast_fused8(&self, fused: FastFused8, row: &Row<'_>, out8: &mut [u8]) {
+        let r = self.r;
+        let args = self.fast_args(row);
+        let fa = FusedArgs { alpha: row.alpha, r, group: self.fused_group, lines: &self.fused_lines };
+        let out_row = self.n_out * self.nc;
+        let o = row.ly * r * out_row;
+        fused(&args, &fa, &mut out8[o..o + r * out_row]);
+    }
+
+    /// ICNR fast path: the 3 distinct channels of input row `row.ly` into the staging, then interleaved and
+    /// replicated into its r output rows.
+    #[inline]
+    fn row_fast(&self, row: &Row<'_>, st: &mut Staging<'_>, out8: &mut [u8], out16: &mut [u16]) {
+        (self.kernels.fast)(&self.fast_args(row), st);
+        self.interleave(row, st, 0, 0, self.r, out8, out16);
+    }
+
+    /// General path: every row phase `i` of input row `row.ly` (all at once where the kernel can), each interleaved
+    /// into output row `ly*r + i`.
+    #[inline]
+    fn row_general(&self, row: &Row<'_>, st: &mut Staging<'_>, out8: &mut [u8], out16: &mut [u16]) {
+        let (r, k) = (self.r, self.k);
+        let per = 3 * k * k * 3 * LANES;
+        let conv = |i: usize, phases: usize, st: &mut Staging<'_>| {
+            let args = GeneralArgs {
+                rows: row.rows,
+                k,
+                r,
+                n: self.n_conv,
+                w: &self.up.prep.wv[i * per..(i + phases) * per],
+                b: &self.up.prep.bv[i * 3 * LANES..(i + phases) * 3 * LANES],
+                phases,
+                maxv: self.maxv,
+            };
+            (self.kernels.general)(&args, st);
+        };
+        if self.kernels.general_all_phases {
+            conv(0, r, st);
+            for i in 0..r {
+                self.interleave(row, st, 3 * i * self.st_stride, i, 1, out8, out16);
+            }
+        } else {
+            for i in 0..r {
+                conv(i, 1, st);
+                self.interleave(row, st, 0, i, 1, out8, out16);
+            }
+        }
+    }
+
+    fn fast_args<'b>(&'b self, row: &Row<'b>) -> FastArgs<'b> {
+        FastArgs { rows: row.rows, k: self.k, n: self.n_conv, w: &self.up.prep.w0, b: self.up.prep.b0, maxv: self.maxv }
+    }
+
+    /// Interleaves the staging planes at `at` (with alpha) into output row `ly*r + i` and the `copies - 1` rows
+    /// after it.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn interleave(
+        &self,
+        row: &Row<'_>,
+        st: &Staging<'_>,
+        at: usize,
+        i: usize,
+        copies: usize,
+        out8: &mut [u8],
+        out16: &mut [u16],
+    ) {
+        let r = self.r;
+        let ia = InterleaveArgs {
+            planes: &st.data[at..],
+            stride: self.st_stride,
+            rep_c: if self.fast { r } else { 1 },
+            alpha: row.alpha,
+            r,
+            n: self.n_out,
+            copies,
+            tables: &self.tables,
+            btables: &self.btables,
+        };
+        let out_row = self.n_out * self.nc;
+        let o = (row.ly * r + i) * out_row;
+        let len = copies * out_row;
+        match self.img.samples {
+            Samples::U8(_) => (self.kernels.interleave8)(&ia, &mut out8[o..o + len]),
+            Samples::U16(_) => (self.kernels.interleave16)(&ia, &mut out16[o..o + len]),
+        }
+    }
 }
+
+/// One input row of a band, ready for the conv kernels.
+struct Row<'a> {
+    /// The row's index in its band.
+    ly: usize,
+    /// The `3*k` padded input rows its outputs read (`ic*k + dy`).
+    rows: &'a [&'a [f32]],
+    /// Its alpha samples, for 4-channel output.
+    alpha: Option<&'a [u16]>,
+}
+
+/// The fused 8-bit fast-path kernel's type (see [`Kernels::fast_fused8`]).
+type FastFused8 = fn(&FastArgs<'_>, &FusedArgs<'_>, &mut [u8]);
 
 /// Three disjoint `len`-long rows at `at` in each of the three planes of `buf` (plane `c` at `c * plane_len`).
 fn plane_rows(buf: &mut [f32], plane_len: usize, at: usize, len: usize) -> [&mut [f32]; 3] {
@@ -783,17 +575,17 @@ mod tests {
         }
         type Interleave8 = fn(&InterleaveArgs<'_>, &mut [u8]);
         type Load = fn(&LoadArgs<'_>, &mut [&mut [f32]; 3]);
-        let k = Kernels::for_path(without.path, without.uses_vbmi());
+        let k = kernels_for(without.path, without.uses_vbmi());
         assert!(k.fast_fused8.is_none());
-        assert!(std::ptr::fn_addr_eq(k.interleave8, super::super::avx512::interleave8 as Interleave8));
-        assert!(std::ptr::fn_addr_eq(k.load, super::super::avx512::load as Load));
+        assert!(std::ptr::fn_addr_eq(k.interleave8, super::avx512::interleave8 as Interleave8));
+        assert!(std::ptr::fn_addr_eq(k.load, super::avx512::load as Load));
         if !with.uses_vbmi() {
             test_report("SKIP path avx512 in band::vbmi_is_switched_off_at_the_dispatch: this CPU lacks avx512vbmi");
             return;
         }
-        let k = Kernels::for_path(with.path, with.uses_vbmi());
+        let k = kernels_for(with.path, with.uses_vbmi());
         assert!(k.fast_fused8.is_some());
-        assert!(std::ptr::fn_addr_eq(k.interleave8, super::super::avx512::interleave8_vbmi as Interleave8));
-        assert!(std::ptr::fn_addr_eq(k.load, super::super::avx512::load_vbmi as Load));
+        assert!(std::ptr::fn_addr_eq(k.interleave8, super::avx512::interleave8_vbmi as Interleave8));
+        assert!(std::ptr::fn_addr_eq(k.load, super::avx512::load_vbmi as Load));
     }
 }

@@ -8,9 +8,9 @@
 //! weights are checked on a second architecture; the step fails unless the tests report that the NEON path ran.
 //! On x86-64, `portable`'s unit test runs the same generic code with `FUSED = true`.
 
-use super::band::{FastArgs, GeneralArgs, Staging};
+use super::kernels::{FastArgs, GeneralArgs, Staging};
+use super::path::CpuPath;
 use super::portable::{conv_fast_generic, conv_general_generic};
-use super::CpuPath;
 
 /// General-path conv row (see [`GeneralArgs`]).
 pub(crate) fn conv_general(a: &GeneralArgs<'_>, st: &mut Staging<'_>) {

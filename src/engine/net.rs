@@ -36,9 +36,10 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::image::{Image, OutRows, RowSamples, Samples};
+use super::path::CpuPath;
 use super::portable::LUT8;
 use super::simd::{self, Simd, P8};
-use super::{CpuPath, Image, OutRows, RowSamples, Samples};
 use crate::model::{Layer, Model, Residual};
 
 /// Pixels of slack after every row: a block of up to 28 pixels may read and write past the row's end.
@@ -247,7 +248,7 @@ mod x86 {
     use std::arch::x86_64::{__m256, __m512};
 
     use super::{conv_generic, ConvArgs, Simd};
-    use crate::engine::CpuPath;
+    use crate::engine::path::CpuPath;
 
     pub(super) fn conv_avx512(a: &mut ConvArgs<'_>) {
         assert!(CpuPath::Avx512.is_supported());
@@ -290,7 +291,7 @@ mod arm {
     use std::arch::aarch64::float32x4_t;
 
     use super::{conv_generic, ConvArgs, Simd};
-    use crate::engine::CpuPath;
+    use crate::engine::path::CpuPath;
 
     pub(super) fn conv_neon(a: &mut ConvArgs<'_>) {
         assert!(CpuPath::Neon.is_supported());

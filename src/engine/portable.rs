@@ -2,10 +2,8 @@
 //! over `FUSED`: `false` (this path) multiplies then adds, as baseline x86-64 has no FMA; `true` uses `mul_add`,
 //! which the NEON path compiles to `fmla`.
 
-use super::band::{ExpandArgs, FastArgs, GeneralArgs, InterleaveArgs, LoadArgs, SrcRow, Staging};
-
-/// Lanes of one logical vector on every path (one AVX-512 register).
-pub const LANES: usize = 16;
+pub use super::kernels::LANES;
+use super::kernels::{ExpandArgs, FastArgs, GeneralArgs, InterleaveArgs, LoadArgs, SrcRow, Staging};
 
 #[inline(always)]
 fn madd<const FUSED: bool>(w: f32, x: f32, acc: f32) -> f32 {
@@ -248,7 +246,7 @@ mod tests {
     /// 1 LSB.
     #[test]
     fn fused_generic_kernels_fast_equals_general() {
-        use crate::engine::band::extent;
+        use crate::engine::kernels::extent;
         let mut seed = 7u64;
         let mut rnd = move || {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

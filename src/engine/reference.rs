@@ -3,7 +3,7 @@
 //! Slow and obviously correct; the tests compare the fast core with it. [`upscale_model`] does the same for a
 //! whole [`Model`].
 
-use super::{output_dims, Image, Samples};
+use super::image::{output_dims, Image, Samples};
 use crate::kernel::{Kernel, IN_CHANNELS};
 use crate::model::{Layer, Model, Residual};
 
