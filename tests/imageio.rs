@@ -3,7 +3,9 @@
 //! atomic writes.
 
 mod support;
+use support::images::encode;
 use support::jpeg_with_orientation;
+use support::png::png_header_bomb;
 
 use std::io::Cursor;
 use std::path::Path;
@@ -15,41 +17,11 @@ use ndarray::{Array1, Array4};
 
 const LIMITS: DecodeLimits = DecodeLimits { max_input_pixels: 1 << 24, max_output_pixels: 1 << 26, scale: 2 };
 
-/// CRC-32 (ISO-HDLC, as PNG chunks use), bitwise.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
 /// A deterministic RGB8 pattern with texture in every channel.
 fn pattern_rgb8(w: u32, h: u32) -> image::RgbImage {
     image::RgbImage::from_fn(w, h, |x, y| {
         image::Rgb([(x * 37 + y * 11) as u8, ((x * 5) ^ (y * 23)) as u8, (x * y) as u8])
     })
-}
-
-fn encode(img: &image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
-    let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, format).unwrap_or_else(|e| panic!("encode {format:?}: {e}"));
-    out.into_inner()
-}
-
-/// A PNG whose IHDR claims `w` x `h`, with a valid CRC, but whose data is that of a 1x1 image: a few dozen bytes.
-fn png_with_header_dims(w: u32, h: u32) -> Vec<u8> {
-    let mut png = encode(&image::DynamicImage::ImageRgb8(pattern_rgb8(1, 1)), image::ImageFormat::Png);
-    // Signature (8), then IHDR: length (4), "IHDR" (4), width (4), height (4), ...; CRC over type + data (13).
-    assert_eq!(&png[12..16], b"IHDR");
-    png[16..20].copy_from_slice(&w.to_be_bytes());
-    png[20..24].copy_from_slice(&h.to_be_bytes());
-    let crc = crc32(&png[12..12 + 4 + 13]);
-    png[29..33].copy_from_slice(&crc.to_be_bytes());
-    png
 }
 
 /// ICNR(dirac) for scale r, kernel size k: every output block copies its input pixel (nearest neighbour).
@@ -103,7 +75,7 @@ fn read_png(bytes: &[u8]) -> (png::ColorType, png::BitDepth, u32, u32, Samples, 
 /// A 10-gigapixel IHDR in a tiny file is refused from the header (TooLarge), before any pixel is decoded.
 #[test]
 fn header_bomb_is_rejected_before_decoding() {
-    let bomb = png_with_header_dims(100_000, 100_000);
+    let bomb = png_header_bomb(100_000, 100_000);
     assert!(bomb.len() < 100, "the bomb is tiny: {} bytes", bomb.len());
     match imageio::decode(&bomb, &LIMITS) {
         Err(ImageError::TooLarge(msg)) => {
@@ -136,7 +108,7 @@ fn icc_bomb_is_refused() {
 /// The output limit is checked from the header too: 5000x5000 is a fine input, but 4x is 400 Mpx out.
 #[test]
 fn output_limit_is_checked_from_the_header() {
-    let png = png_with_header_dims(5000, 5000);
+    let png = png_header_bomb(5000, 5000);
     let limits = DecodeLimits { max_input_pixels: 1 << 26, max_output_pixels: 1 << 26, scale: 4 };
     match imageio::decode(&png, &limits) {
         Err(ImageError::TooLarge(msg)) => assert!(msg.contains("20000x20000") && msg.contains("scale 4"), "{msg}"),

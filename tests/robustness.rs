@@ -1,22 +1,30 @@
-//! Overload and faults against the live service, bounded and loopback only.
+//! Load, concurrency, disconnects, timeouts, shutdown and signals against the live service, bounded and loopback
+//! only.
 //!
-//! Determinism without timing: a request that sends `Expect: 100-continue` gets `100 Continue` only once the
-//! service has admitted it (taken a place in the job pool) and starts reading its body. Holding such requests
-//! half-sent fills the pool exactly, so "every further request is shed at once" is a fact to check, not a race.
+//! Where each behaviour is tested (one obvious place each): `tests/api/` = the HTTP contract of each route and
+//! status, one request -> one answer, including every 4xx validation; `tests/corpus.rs` = the hostile-file corpus,
+//! driven by `tests/corpus/manifest.json`; this file = what happens under load, with many or misbehaving
+//! connections, when clients vanish or stall, when requests time out, and at shutdown and SIGTERM.
+//!
+//! Determinism without timing: the service admits a request (takes a place in the job pool) before reading its
+//! body, so a raw client that has sent its head and half its body holds a place, and `/metrics` says when the
+//! service has counted it. Holding such requests half-sent fills the pool exactly, so "every further request is shed
+//! at once" is a fact to check, not a race. To keep the CPU slot busy for as long as a test needs, an "endless" job
+//! ([`endless_job_png`]) runs until its client leaves or its time budget ends; no test waits for it to finish.
 
 mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use icnr_upscale::server::ServeArgs;
 use support::http::{self, lossy, parse_answer, RawAnswer, BOUND};
 use support::images::{noise_png, small_png};
-use support::metrics::wait_admitted;
-use support::png::png_info;
-use support::problem::check_problem;
+use support::metrics::{metric, metric_with, wait_admitted};
+use support::png::{png_info, png_pixels};
+use support::problem::{assert_problem, check_problem, detail};
 use support::server::{client, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,6 +55,31 @@ impl HeldUpload {
     }
 }
 
+/// Sends a whole `POST /upscale{query}` on a raw connection and returns it, unread: dropping it is a client that
+/// vanishes before (or while) its answer comes.
+async fn send_whole(addr: SocketAddr, query: &str, body: &[u8]) -> TcpStream {
+    let mut s = http::post_start(addr, &format!("/upscale{query}"), "image/png", body.len(), body).await;
+    s.flush().await.expect("flush");
+    s
+}
+
+/// A solid 4096 x 4096 PNG (small to send) for a job far longer than any test: at [`ENDLESS_JOB_QUERY`] its output is
+/// 32768 x 32768, about 1.5 TFLOP of untied convolution. Tests hold the job slot with it and end it by going away or
+/// by the request timeout, which cancels it; none waits for it to finish, so none depends on the machine's speed.
+fn endless_job_png() -> &'static [u8] {
+    static PNG: OnceLock<Vec<u8>> = OnceLock::new();
+    PNG.get_or_init(|| {
+        let img = image::RgbImage::from_pixel(4096, 4096, image::Rgb([90, 120, 200]));
+        support::images::png(&image::DynamicImage::ImageRgb8(img))
+    })
+}
+const ENDLESS_JOB_QUERY: &str = "?scale=8&kernel_size=9&init=default";
+
+/// [`args`] with an output limit that lets the endless job in.
+fn endless_args(jobs: usize, queue: usize) -> ServeArgs {
+    ServeArgs { max_output_pixels: 1 << 31, ..args(jobs, queue) }
+}
+
 async fn healthz(c: &reqwest::Client, server: &TestServer) -> u16 {
     match tokio::time::timeout(BOUND, c.get(server.url("/healthz")).send()).await {
         Ok(Ok(r)) => r.status().as_u16(),
@@ -70,18 +103,29 @@ async fn upscale_status(c: &reqwest::Client, server: &TestServer, body: Vec<u8>)
     }
 }
 
-/// `--max-concurrent-jobs 1 --max-queue 2`: with the three places held by admitted uploads, 64 concurrent clients
-/// are all shed with 503 + `Retry-After` + problem+json, without waiting for a place (the held ones never free
-/// one until we let them); `/healthz` answers meanwhile; the three admitted requests then complete with 200.
+/// A full pool sheds every further request at once with 503 + `Retry-After` + problem+json, and a held upload takes a
+/// queue place, never the CPU slot. `--max-concurrent-jobs 1 --max-queue 2`: two uploads held half-sent are queued
+/// (none running), and a job that outlasts the test, sent after them, still gets the one slot. With the three places
+/// taken, 64 concurrent clients, a 3 MiB body (larger than socket buffers: the answer is not lost to a reset) and one
+/// more small request are all shed without waiting for a place, each with `Retry-After: 1`, problem+json and an
+/// `X-Request-Id`, and `/metrics` counts every one; `/healthz` answers meanwhile. When the running job's client
+/// leaves, its job is stopped and the slot frees; the held uploads then complete with a complete PNG, and so does a
+/// new request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overload_sheds_surplus_with_503_and_completes_admitted() {
-    let server = TestServer::start(args(1, 2)).await;
+async fn a_full_pool_sheds_every_further_request_at_once_with_503_and_retry_after() {
+    let server = TestServer::start(endless_args(1, 2)).await;
     let c = client();
     let mut held = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         held.push(start_upload(server.addr, "?scale=2", &small_png()).await);
     }
-    wait_admitted(server.addr, 3, "three held uploads").await;
+    wait_admitted(server.addr, 2, "two held uploads").await;
+    assert_eq!(server.metric("icnr_upscale_jobs_queued", "").await, 2.0, "held uploads hold queue places");
+    assert_eq!(server.metric("icnr_upscale_jobs_running", "").await, 0.0, "a held upload took the CPU slot");
+    let running = send_whole(server.addr, ENDLESS_JOB_QUERY, endless_job_png()).await;
+    server.wait_metric("icnr_upscale_jobs_running", "", |v| v == 1.0).await;
+    wait_admitted(server.addr, 3, "the running job and the two held uploads").await;
+
     let tasks: Vec<_> = (0..64)
         .map(|_| {
             let c = c.clone();
@@ -89,28 +133,44 @@ async fn overload_sheds_surplus_with_503_and_completes_admitted() {
             tokio::spawn(async move {
                 let r = c.post(url).header("content-type", "image/png").body(small_png()).send().await.expect("send");
                 let status = r.status().as_u16();
-                let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-                let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let (retry, ct, id) = (header("retry-after"), header("content-type"), header("x-request-id"));
                 let body = r.bytes().await.expect("body");
-                (status, retry, ct, body)
+                (status, retry, ct, id, body)
             })
         })
         .collect();
     for t in tasks {
-        let (status, retry, ct, body) = tokio::time::timeout(BOUND, t).await.expect("shed in time").expect("task");
+        let (status, retry, ct, id, body) = tokio::time::timeout(BOUND, t).await.expect("shed in time").expect("task");
         assert_eq!(status, 503, "surplus request: {}", lossy(&body));
-        let secs: u64 = retry.as_deref().and_then(|r| r.parse().ok()).expect("Retry-After in whole seconds");
-        assert!((1..=3600).contains(&secs), "Retry-After {secs}");
+        assert_eq!(retry.as_deref(), Some("1"), "Retry-After in whole seconds");
+        assert!(id.is_some(), "X-Request-Id on a 503");
         check_problem(503, ct.as_deref(), &body).expect("503 problem+json");
     }
+    // Small bodies and bodies far larger than socket buffers alike get the 503 (the body is read away first).
+    for body in [vec![0x55; 3 << 20], small_png()] {
+        let res = server.post_raw("", "image/png", body).await;
+        assert_eq!(res.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+        assert_problem(res, 503).await;
+    }
     assert_eq!(healthz(&c, &server).await, 200, "/healthz while the pool is full");
-    let metrics = c.get(server.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains("shed"), "/metrics while full has no shed counter:\n{metrics}");
+    let m = server.metrics().await;
+    assert_eq!(metric(&m, "icnr_upscale_requests_shed_total", ""), Some(66.0), "{m}");
+    assert_eq!(
+        metric_with(&m, "icnr_upscale_http_requests_total", &["route=\"/upscale\"", "status=\"503\""]),
+        Some(66.0)
+    );
+
+    drop(running);
+    server.wait_metric("icnr_upscale_jobs_cancelled_total", "stage=\"running\"", |v| v == 1.0).await;
+    server.wait_metric("icnr_upscale_jobs_running", "", |v| v == 0.0).await;
     for h in held {
         let a = h.finish().await;
         assert_eq!(a.status, 200, "an admitted request: {}", lossy(&a.body));
+        assert_eq!(a.header("content-type"), Some("image/png"));
         let info = png_info(&a.body).expect("a complete PNG");
         assert_eq!((info.width, info.height), (128, 96));
+        let _pixels = png_pixels(&a.body).expect("a decodable PNG");
     }
     assert_eq!(upscale_status(&c, &server, small_png()).await, 200, "after the overload");
     server.shutdown().await.expect("clean shutdown");
@@ -220,15 +280,15 @@ async fn disconnects_mid_upload_and_mid_download_free_their_place() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-/// A client trickling its body one byte at a time with `--request-timeout-secs 1` gets 504 problem+json and its
-/// place (the only one: 1 job, no queue) is freed: the next request succeeds.
+/// A client trickling its body one byte at a time with `--request-timeout-secs 1` holds its queue place (the only
+/// one: 1 job, no queue) until the timeout, then gets 504 problem+json with an `X-Request-Id`, and its place is freed:
+/// the next request is admitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_client_gets_504_and_frees_its_place() {
     let server = TestServer::start(ServeArgs { request_timeout_secs: 1, ..args(1, 0) }).await;
-    let c = client();
     let png = small_png();
     let h = start_upload(server.addr, "", &png).await;
-    wait_admitted(server.addr, 1, "the slow client").await;
+    server.wait_metric("icnr_upscale_jobs_queued", "", |v| v == 1.0).await;
     let (mut rd, mut wr) = h.stream.into_split();
     let trickle = tokio::spawn(async move {
         // At most 60 bytes, 10 per second: the body is never complete, the loop is bounded.
@@ -244,12 +304,14 @@ async fn slow_client_gets_504_and_frees_its_place() {
     let _ = tokio::time::timeout(BOUND, rd.read_to_end(&mut buf)).await.expect("an answer to the slow client");
     let a = parse_answer(&buf);
     assert_eq!(a.status, 504, "slow client: {}", lossy(&a.body));
+    assert!(a.header("x-request-id").is_some(), "X-Request-Id on the 504");
     check_problem(504, a.header("content-type"), &a.body).expect("504 problem+json");
     trickle.abort();
+    server.wait_metric("icnr_upscale_jobs_queued", "", |v| v == 0.0).await;
     wait_admitted(server.addr, 0, "the slow client's place freed").await;
     // The place is free: the next request is admitted. It has the same 1 s budget, so on a slow or busy machine it
     // may itself time out (504); a 503 would mean the place was never freed.
-    let status = upscale_status(&c, &server, small_png()).await;
+    let status = upscale_status(&client(), &server, small_png()).await;
     assert!(status == 200 || status == 504, "the next request after the slow client: {status}");
     if status == 504 {
         eprintln!("note: the machine was too slow for the 1 s budget of the next request (504), but it was admitted");
@@ -257,27 +319,74 @@ async fn slow_client_gets_504_and_frees_its_place() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-/// Graceful shutdown with requests in flight: three admitted uploads are half-way when shutdown is asked; they
-/// still complete with 200, and `run` then returns `Ok`.
+/// A job that runs past the request timeout is answered 504 (problem+json whose detail names the 1 s budget) and
+/// stopped: `jobs_cancelled_total{stage="running"}` counts it and its slot frees, so the next request is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_the_timeout_is_504_and_stopped() {
+    let server = TestServer::start(ServeArgs { request_timeout_secs: 1, ..endless_args(1, 0) }).await;
+    let res = server.post_raw(ENDLESS_JOB_QUERY, "image/png", endless_job_png().to_vec()).await;
+    let p = assert_problem(res, 504).await;
+    assert!(detail(&p).contains("1 s"), "{p}");
+    server.wait_metric("icnr_upscale_jobs_running", "", |v| v == 0.0).await;
+    server.wait_metric("icnr_upscale_jobs_cancelled_total", "stage=\"running\"", |v| v == 1.0).await;
+    // The slot is free: the next request is admitted (within the same 1 s budget, so 200 or, slow machine, 504).
+    let status = upscale_status(&client(), &server, small_png()).await;
+    assert!(status == 200 || status == 504, "the next request after the stopped job: {status}");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// A connection that goes silent (half a request head, or an idle keep-alive connection after its answer) is
+/// closed once nothing has moved on it for the request timeout plus 5 s, so silent clients cannot pile up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed() {
+    let server = TestServer::start(ServeArgs { request_timeout_secs: 1, ..support::server::args() }).await;
+    let half_head = async {
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHo").await.expect("half a head");
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(BOUND, s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the silent connection was never closed");
+        assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "{}", lossy(&buf));
+    };
+    let idle_keep_alive = async {
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("request");
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(BOUND, s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the idle keep-alive connection was never closed");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 200 OK") && text.ends_with(r#"{"status":"ok"}"#), "{text}");
+    };
+    tokio::join!(half_head, idle_keep_alive);
+    // The server itself is fine.
+    assert_eq!(healthz(&client(), &server).await, 200);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// Graceful shutdown with requests in flight: three admitted uploads are half-way when shutdown is asked; the
+/// listener closes (new connections are refused) but `run` does not return; the three still complete with 200 and
+/// a complete PNG of the right size, and `run` then returns `Ok`, after which nothing answers on the port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_completes_in_flight_requests() {
-    let server = TestServer::start(args(1, 4)).await;
+    let mut server = TestServer::start(args(1, 4)).await;
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(start_upload(server.addr, "", &small_png()).await);
     }
     wait_admitted(server.addr, 3, "three uploads in flight").await;
     let addr = server.addr;
-    let stopping = tokio::spawn(server.shutdown());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!stopping.is_finished(), "run returned with requests in flight");
+    server.trigger_shutdown();
+    http::wait_until_refused(addr).await;
+    assert!(!server.is_finished(), "run returned with requests in flight");
     let answers: Vec<_> = held.into_iter().map(|h| tokio::spawn(h.finish())).collect();
     for a in answers {
         let a = a.await.expect("task");
         assert_eq!(a.status, 200, "in-flight request during shutdown: {}", lossy(&a.body));
-        png_info(&a.body).expect("a complete PNG");
+        let info = png_info(&a.body).expect("a complete PNG");
+        assert_eq!((info.width, info.height), (128, 96));
+        let _pixels = png_pixels(&a.body).expect("a decodable PNG");
     }
-    tokio::time::timeout(BOUND, stopping).await.expect("run returns after draining").expect("task").expect("Ok");
+    server.join().await.expect("run returns Ok after draining");
     // Stopped: nothing accepts on the port any more.
     let refused = match TcpStream::connect(addr).await {
         Err(_) => true,
@@ -288,6 +397,26 @@ async fn graceful_shutdown_completes_in_flight_requests() {
         }
     };
     assert!(refused, "the server still answers after run returned");
+}
+
+/// Shutdown while a CPU job is running: with a job running that outlasts the 1 s request timeout and shutdown
+/// asked, new connections are refused, the running request is answered (504 problem+json when its budget runs out:
+/// the job is stopped, not waited for; 200 is accepted too) and `run` returns `Ok` within the grace period (request
+/// timeout + 5 s), which bounds how long a shutdown waits for work in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_a_cpu_job_runs_stops_it_within_the_grace_period() {
+    let mut server = TestServer::start(ServeArgs { request_timeout_secs: 1, ..endless_args(1, 0) }).await;
+    let running = send_whole(server.addr, ENDLESS_JOB_QUERY, endless_job_png()).await;
+    server.wait_metric("icnr_upscale_jobs_running", "", |v| v == 1.0).await;
+    server.trigger_shutdown();
+    http::wait_until_refused(server.addr).await;
+    let a = http::read_answer(running).await;
+    assert!(a.status == 504 || a.status == 200, "the running request during shutdown: {}", a.status);
+    if a.status == 504 {
+        check_problem(504, a.header("content-type"), &a.body).expect("504 problem+json");
+    }
+    // `join` is bounded (60 s); the grace period is 6 s.
+    server.join().await.expect("run() returns Ok after the grace period at the latest");
 }
 
 /// The real binary under SIGTERM: `icnr-upscale serve` on port 0 with a request in flight; SIGTERM; the request
@@ -353,8 +482,9 @@ async fn sigterm_under_load_drains_and_exits_0() {
 }
 
 /// Answers given before the body is needed (400 bad query, 415 content type, 503 shed, 404, 405) to a request
-/// with a large body still reach the client, and the keep-alive connection stays usable for the next request
-/// (or the answer says `Connection: close`). Otherwise a pooled client, still sending, sees a reset instead of
+/// with a large body (48 KB on a raw keep-alive connection; 4 MiB from reqwest for the 400 and the 415) still reach
+/// the client, and the keep-alive connection stays usable for the next request (or the answer says
+/// `Connection: close`). Otherwise a pooled client, still sending, sees a reset instead of
 /// the answer, or its next request on that connection fails (`BrokenPipe` / `IncompleteMessage`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_answers_to_large_bodies_keep_the_connection_usable() {
@@ -402,6 +532,9 @@ async fn early_answers_to_large_bodies_keep_the_connection_usable() {
             wait_admitted(server.addr, 0, "holder done").await;
         }
     }
+    // With a body far larger than socket buffers (4 MiB), a pooled client still gets the 400 and the 415 as problems.
+    assert_problem(server.post_raw("?scael=2", "image/png", vec![1; 4 << 20]).await, 400).await;
+    assert_problem(server.post_raw("", "text/plain", vec![1; 4 << 20]).await, 415).await;
     server.shutdown().await.expect("clean shutdown");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -478,38 +611,26 @@ async fn malformed_heads_and_half_open_connections_do_not_hurt() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// A solid 4096 x 4096 PNG (small to send) for a job far longer than any test: at `?scale=8&kernel_size=9&init=default`
-/// its output is 32768 x 32768, about 1.5 TFLOP of untied convolution. Tests hold a job slot with it and end it by
-/// going away, which cancels it; none waits for it to finish, so none depends on the machine's speed.
-fn endless_job_png() -> Vec<u8> {
-    let img = image::RgbImage::from_pixel(4096, 4096, image::Rgb([90, 120, 200]));
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).expect("encode PNG");
-    out.into_inner()
-}
-const ENDLESS_JOB_QUERY: &str = "?scale=8&kernel_size=9&init=default";
-
 /// A client that goes away while its job waits in the queue: the job never runs. With the one slot busy on a job
-/// that outlasts the test, a second request is queued behind it and its client disconnects; the service counts a
-/// queued cancellation and frees the place. Then the long job's client leaves too: a running cancellation, and no
-/// output pixels were produced by either.
+/// that outlasts the test, a second request (whole body sent) is queued behind it and its client disconnects; the
+/// queued gauge returns to 0, `jobs_cancelled_total{stage="queued"}` counts it, and the long job still runs. Then
+/// the long job's client leaves too: a running cancellation, the slot frees, and no output pixels were produced by
+/// either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_whose_client_left_never_runs() {
-    let server = TestServer::start(ServeArgs { max_output_pixels: 1 << 31, ..args(1, 2) }).await;
+    let server = TestServer::start(endless_args(1, 2)).await;
     let addr = server.addr;
-    let mut long = start_upload(addr, ENDLESS_JOB_QUERY, &endless_job_png()).await;
-    let rest = std::mem::take(&mut long.rest);
-    long.stream.write_all(&rest).await.expect("the rest of the long job's body");
+    let long = send_whole(addr, ENDLESS_JOB_QUERY, endless_job_png()).await;
     server.wait_metric("icnr_upscale_jobs_running", "", |v| v == 1.0).await;
-    let mut queued = start_upload(addr, "", &small_png()).await;
-    let rest = std::mem::take(&mut queued.rest);
-    queued.stream.write_all(&rest).await.expect("the rest of the body");
+    let queued = send_whole(addr, "", &small_png()).await;
     wait_admitted(addr, 2, "the long job and the queued one").await;
     assert_eq!(server.metric("icnr_upscale_jobs_queued", "").await, 1.0, "the second request is not queued");
     drop(queued);
+    server.wait_metric("icnr_upscale_jobs_queued", "", |v| v == 0.0).await;
     server.wait_metric("icnr_upscale_jobs_cancelled_total", "stage=\"queued\"", |v| v == 1.0).await;
     assert_eq!(server.metric("icnr_upscale_jobs_running", "").await, 1.0, "the long job still runs");
     drop(long);
+    server.wait_metric("icnr_upscale_jobs_running", "", |v| v == 0.0).await;
     wait_admitted(addr, 0, "everything done").await;
     server.wait_metric("icnr_upscale_jobs_cancelled_total", "stage=\"running\"", |v| v == 1.0).await;
     assert_eq!(

@@ -1,4 +1,4 @@
-//! `GET /kernel` and custom kernels sent back through multipart.
+//! `GET /kernel` and custom kernels sent back through multipart, including every bad kernel (a 400 each).
 
 use icnr_upscale::kernel::{Init, Initializer, Kernel, KernelParams};
 
@@ -85,15 +85,20 @@ async fn minimal_custom_kernel_is_accepted() {
     app.shutdown().await.unwrap();
 }
 
-/// A `scale` or `kernel_size` that contradicts the kernel is a 400 that says so.
+/// A `scale` or `kernel_size` in the query that contradicts the kernel is a 400 that says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contradicting_scale_or_kernel_size_is_400() {
     let app = spawn_app().await;
-    let kernel_json = app.get("/kernel?scale=3&kernel_size=5").await.text().await.unwrap();
+    let r3k5 = app.get("/kernel?scale=3&kernel_size=5").await.text().await.unwrap();
+    let r2k1 = format!("{{\"weight\":{}}}", nested(&[12, 3, 1, 1], "0.1"));
     let input = png(&rgb8(8, 8));
-    for (query, word) in
-        [("?scale=2", "scale"), ("?kernel_size=3", "kernel_size"), ("?scale=3&kernel_size=7", "kernel_size")]
-    {
+    for (kernel_json, query, word) in [
+        (&r3k5, "?scale=2", "scale"),
+        (&r3k5, "?kernel_size=3", "kernel_size"),
+        (&r3k5, "?scale=3&kernel_size=7", "kernel_size"),
+        (&r2k1, "?scale=3", "scale"),
+        (&r2k1, "?kernel_size=3", "kernel_size"),
+    ] {
         let res = app.post_multipart(query, input.clone(), Some(kernel_json.clone())).await;
         let p = assert_problem(res, 400).await;
         let detail = p["detail"].as_str().unwrap();
@@ -102,7 +107,21 @@ async fn contradicting_scale_or_kernel_size_is_400() {
     app.shutdown().await.unwrap();
 }
 
-/// Bad kernel JSON is a 400 carrying the kernel module's own message.
+/// A nested JSON array of the given shape filled with `v`.
+fn nested(shape: &[usize], v: &str) -> String {
+    match shape {
+        [] => v.to_string(),
+        [n, rest @ ..] => format!("[{}]", vec![nested(rest, v); *n].join(",")),
+    }
+}
+
+/// Bad kernel JSON in the multipart `kernel` field is a 400 carrying the kernel module's own message
+/// (`Kernel::from_json`'s error) and naming what is wrong: malformed, binary, empty, a JSON array, no `weight`, an
+/// unknown field, even / non-square / rank-2 / ragged / string-valued / wrongly shaped weights, out channels not 3r^2,
+/// 4 input channels, a wrong bias shape, `scale` / `kernel_size` fields contradicting the shape, a huge scale, k = 99,
+/// a million weights, over the 4 MiB kernel limit, 100,000-deep nesting, a BOM, values that are not finite f32
+/// (1e39, 1e999, `NaN`, `Infinity`). The same upload with a good kernel, sent as a JSON file part, is a 200 of the
+/// right size; the service keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_kernel_json_is_400_with_the_kernel_message() {
     let app = spawn_app().await;
@@ -112,24 +131,72 @@ async fn bad_kernel_json_is_400_with_the_kernel_message() {
     wrong_shape["weight"][0][0] = serde_json::json!([[1.0, 2.0]]);
     let mut even = good.clone();
     even["kernel_size"] = serde_json::json!(2);
-    let cases = [
-        "not json".to_owned(),
-        "{}".to_owned(),
-        "[]".to_owned(),
-        r#"{"weight": 1}"#.to_owned(),
-        r#"{"weight": [[[[1e999]]]]}"#.to_owned(),
-        wrong_shape.to_string(),
-        even.to_string(),
-        format!(r#"{{"weight": [{}]}}"#, vec!["0.0"; 1_000_000].join(",")),
-        "\u{feff}{".to_owned(),
+    let w_r2k1 = nested(&[12, 3, 1, 1], "0.1");
+    let weight = |shape: &[usize], v: &str| format!("{{\"weight\":{}}}", nested(shape, v));
+    // (what, kernel JSON, words the detail must name, case-insensitive)
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("not json", "not json".to_owned(), &["kernel"]),
+        ("malformed", "{\"weight\": [[[".into(), &["kernel"]),
+        ("binary", "\u{1}\u{2}binary".into(), &["kernel"]),
+        ("empty", String::new(), &["kernel"]),
+        ("empty object", "{}".to_owned(), &[]),
+        ("empty array", "[]".to_owned(), &[]),
+        ("json array", "[1,2,3]".into(), &["kernel"]),
+        ("weight a number", r#"{"weight": 1}"#.to_owned(), &[]),
+        ("no weight", "{\"bias\":[0]}".into(), &["weight"]),
+        ("unknown field", format!("{{\"weight\":{w_r2k1},\"extra\":1}}"), &["extra"]),
+        ("wrong shape", wrong_shape.to_string(), &[]),
+        ("even kernel_size field", even.to_string(), &[]),
+        ("even k", weight(&[12, 3, 2, 2], "0.1"), &["weight"]),
+        ("out not 3r^2", weight(&[5, 3, 1, 1], "0.1"), &["weight"]),
+        ("in channels 4", weight(&[12, 4, 1, 1], "0.1"), &["weight"]),
+        ("weight rank 2", weight(&[12, 3], "0.1"), &["weight"]),
+        ("non-square", weight(&[12, 3, 1, 3], "0.1"), &["weight"]),
+        ("ragged", "{\"weight\":[[[[1]]],[[[1],[2]]]]}".into(), &["weight"]),
+        ("string value", weight(&[12, 3, 1, 1], "\"0.1\""), &["weight"]),
+        ("bias shape", format!("{{\"weight\":{w_r2k1},\"bias\":[0,0]}}"), &["bias"]),
+        ("bias nested", format!("{{\"weight\":{w_r2k1},\"bias\":{}}}", nested(&[12, 1], "0")), &["bias"]),
+        ("scale field contradicts shape", format!("{{\"scale\":3,\"weight\":{w_r2k1}}}"), &["scale"]),
+        ("kernel_size field contradicts", format!("{{\"kernel_size\":3,\"weight\":{w_r2k1}}}"), &["kernel_size"]),
+        ("huge scale field", format!("{{\"scale\":4294967295,\"weight\":{w_r2k1}}}"), &["scale"]),
+        ("k over the max", weight(&[12, 3, 99, 99], "0"), &[]),
+        ("a million weights", format!(r#"{{"weight": [{}]}}"#, vec!["0.0"; 1_000_000].join(",")), &[]),
+        ("over the size limit", format!("{{\"weight\":{w_r2k1}{}}}", " ".repeat(5 << 20)), &["kernel"]),
+        ("deeply nested", format!("{{\"weight\":{}0{}}}", "[".repeat(100_000), "]".repeat(100_000)), &["kernel"]),
+        ("BOM", "\u{feff}{".to_owned(), &[]),
+        ("1e39 (f32 overflow)", weight(&[12, 3, 1, 1], "1e39"), &["finite"]),
+        ("1e999", r#"{"weight": [[[[1e999]]]]}"#.to_owned(), &["kernel"]),
+        ("1e999 everywhere", weight(&[12, 3, 1, 1], "1e999"), &["kernel"]),
+        ("NaN literal", weight(&[12, 3, 1, 1], "NaN"), &["kernel"]),
+        ("Infinity literal", format!("{{\"weight\":{w_r2k1},\"bias\":{}}}", nested(&[12], "Infinity")), &["kernel"]),
     ];
-    for json in cases {
-        let short: String = json.chars().take(40).collect();
-        let expected = Kernel::from_json(json.as_bytes()).unwrap_err().to_string();
+    for (what, json, words) in cases {
+        let expected = match Kernel::from_json(json.as_bytes()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{what}: the library accepts this kernel"),
+        };
         let res = app.post_multipart("", input.clone(), Some(json)).await;
         let p = assert_problem(res, 400).await;
         let detail = p["detail"].as_str().unwrap();
-        assert!(detail.contains(&expected), "{short}: {detail} lacks {expected}");
+        assert!(detail.contains(&expected), "{what}: {detail} lacks {expected}");
+        for w in words {
+            assert!(detail.to_lowercase().contains(&w.to_lowercase()), "{what}: {detail} does not name {w}");
+        }
     }
+    // The same upload with a good kernel as a JSON file part: a 2x image, so the 400s above are about the kernels.
+    let form = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(small_png()).file_name("in.png").mime_str("image/png").unwrap())
+        .part(
+            "kernel",
+            reqwest::multipart::Part::bytes(format!("{{\"weight\":{w_r2k1}}}").into_bytes())
+                .file_name("kernel.json")
+                .mime_str("application/json")
+                .unwrap(),
+        );
+    let res = app.client.post(app.url("/upscale")).multipart(form).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let info = png_info(&res.bytes().await.unwrap()).expect("a complete PNG");
+    assert_eq!((info.width, info.height), (128, 96));
+    app.assert_still_serving().await;
     app.shutdown().await.unwrap();
 }

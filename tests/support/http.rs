@@ -108,6 +108,18 @@ pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// Polls until nothing accepts connections on `addr` any more (the listener is closed); a liveness bound of about
+/// 60 s, not a timing check.
+pub async fn wait_until_refused(addr: SocketAddr) {
+    for _ in 0..6000 {
+        if TcpStream::connect(addr).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{addr} still accepts connections");
+}
+
 /// `GET {path}` on a fresh connection, the whole answer.
 pub async fn get(addr: SocketAddr, path: &str) -> RawAnswer {
     let mut s = TcpStream::connect(addr).await.expect("connect");

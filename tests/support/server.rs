@@ -8,7 +8,7 @@ use icnr_upscale::server::{run, ServeArgs};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::metrics;
+use super::{http, images, metrics, png};
 
 /// The documented defaults (`ServeArgs::default()`), bound to loopback; tests override what they exercise.
 pub fn args() -> ServeArgs {
@@ -89,6 +89,20 @@ impl TestServer {
     /// Waits (polling, a liveness bound of about 60 s) until the service counts exactly `n` admitted requests.
     pub async fn wait_admitted(&self, n: usize, why: &str) {
         metrics::wait_admitted(self.addr, n, why).await
+    }
+
+    /// Still healthy and still doing real work, after whatever a test threw at it: `/healthz` is 200, a normal
+    /// upscale (the corpus's 64x48 PNG at `scale=2`) is a complete 128x96 PNG, and `run` has not returned.
+    pub async fn assert_still_serving(&self) {
+        let h = self.get("/healthz").await;
+        assert_eq!(h.status(), 200, "/healthz afterwards");
+        let res = self.post_raw("?scale=2", "image/png", images::small_png()).await;
+        let status = res.status().as_u16();
+        let body = res.bytes().await.expect("upscale body");
+        assert_eq!(status, 200, "a normal upscale afterwards: {}", http::lossy(&body));
+        let info = png::png_info(&body).expect("a complete PNG");
+        assert_eq!((info.width, info.height), (128, 96));
+        assert!(!self.is_finished(), "the server stopped");
     }
 
     /// Asks the server to stop and waits for `run` to return (bounded).
