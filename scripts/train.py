@@ -215,6 +215,11 @@ def main():
     ap.add_argument("--init-from", default=None, metavar="PATH",
                     help="continue from this model file's weights (same shape) instead of a fresh ICNR init; its "
                          "training record is kept under training.previous_runs")
+    ap.add_argument("--grow", default=None, metavar="PATH",
+                    help="continue from this model file's weights with one layer pair inserted after its first "
+                         "activation: conv C->C k3 initialised as the identity (dirac weights, zero bias), then prelu "
+                         "with per-channel slopes 1 (also the identity), so the grown network starts as exactly the "
+                         "loaded one; its training record is kept under training.previous_runs")
     ap.add_argument("--lr-min", type=float, default=None, help="end of the cosine schedule (default lr * 1e-2)")
     ap.add_argument("--keep-best", action="store_true",
                     help="write the model file at each evaluation that improves the best validation Y-PSNR so far "
@@ -239,6 +244,29 @@ def main():
         prev = {"path": os.path.relpath(os.path.abspath(a.init_from), ROOT), "sha256": sha,
                 "training": src.training_info}
         model = src
+    if a.grow:
+        import hashlib
+        if a.init_from:
+            sys.exit("--grow and --init-from exclude each other")
+        src = M.load_json(a.grow)
+        if src.scale != r or src.residual != model.residual:
+            sys.exit(f"--grow {a.grow}: scale/residual differ from {a.name}")
+        layers = src.layer_dicts()
+        i = next(k for k, L in enumerate(layers) if L["op"] in ("tanh", "relu", "leaky_relu", "prelu"))
+        c = layers[i - 1]["weight"].shape[0]
+        w = np.zeros((c, c, 3, 3), np.float32)
+        w[np.arange(c), np.arange(c), 1, 1] = 1.0
+        layers[i + 1:i + 1] = [{"op": "conv2d", "weight": w, "bias": np.zeros(c, np.float32)},
+                               {"op": "prelu", "weight": np.ones(c, np.float32)}]
+        grown = M.SRModel(layers, r, src.residual)
+        x = torch.rand(1, 3, 20, 20)
+        with torch.no_grad():
+            assert torch.allclose(grown(x), src(x), atol=1e-6), "the grown network must start as the loaded one"
+        with open(a.grow, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        prev = {"path": os.path.relpath(os.path.abspath(a.grow), ROOT), "sha256": sha,
+                "training": src.training_info}
+        model = grown
     train_set = sr_data.train_set()
     val = sr_data.validation_set()
     ev = list(range(0, a.steps, a.eval_every)) + [a.steps]
@@ -247,7 +275,19 @@ def main():
     os.makedirs(os.path.dirname(out), exist_ok=True)
     nparams = sum(p.numel() for p in model.parameters())
     model.name = a.name
-    if arch == "espcn":
+    if a.grow:
+        parts = []
+        for L in model.layer_dicts():
+            if L["op"] == "conv2d":
+                o, i_, k, _ = L["weight"].shape
+                parts.append(f"conv {i_}->{o} k{k}")
+            elif L["op"] == "pixel_shuffle":
+                parts.append(f"PixelShuffle({r})")
+            else:
+                parts.append(L["op"])
+        model.description = (f"ESPCN-shaped x{r} upscaler grown by one layer ({', '.join(parts)}, nearest residual, "
+                             f"ICNR sub-pixel layer; {nparams} parameters) trained on photographs.")
+    elif arch == "espcn":
         model.description = (f"ESPCN-shaped x{r} upscaler (conv 3->{width[0]} k5, tanh, {width[0]}->{width[1]} k3, "
                              f"tanh, {width[1]}->{3 * r * r} k3, PixelShuffle({r}), nearest residual, ICNR sub-pixel "
                              f"layer; {nparams} parameters) trained on photographs.")
@@ -270,7 +310,10 @@ def main():
                                                        "of each patch excluded" if a.loss_shave else ""),
             "init": ("PyTorch default for all convs except the sub-pixel conv: ICNR (" + a.icnr_sub_init
                      + " sub-kernel W0, repeat_interleave(r*r), zero bias)") if prev is None else
-                    f"continued from the weights of {prev['path']} (sha256 {prev['sha256']}), the run in previous_runs",
+                    (f"continued from the weights of {prev['path']} (sha256 {prev['sha256']}), the run in previous_runs"
+                     + ("" if not a.grow else f", grown by --grow: after its first activation a conv {c}->{c} k3 "
+                        "initialised as the identity (dirac, zero bias) and a prelu with per-channel slopes 1 were "
+                        "inserted, so the grown network started as exactly that model")),
             "augmentation": "random rot90 (k in 0..3) and horizontal flip per patch",
             "degradation": "LR = Pillow BICUBIC downscale by r of each whole training image",
             "data": [n for n, _ in train_set], "validation": [n for n, _ in val],
