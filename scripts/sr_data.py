@@ -105,7 +105,7 @@ def ensure_package(package=PACKAGE):
     os.makedirs(debs, exist_ok=True)
     found = glob.glob(os.path.join(debs, package + "_*.deb"))
     if not found:
-        subprocess.run(["apt-get", "download", package], cwd=debs, check=True)
+        subprocess.run(["apt-get", "download", package], cwd=debs, check=True, stdout=sys.stderr)  # keep stdout the table
         found = glob.glob(os.path.join(debs, package + "_*.deb"))
     deb = sorted(found)[-1]
     version = subprocess.run(["dpkg-deb", "-f", deb, "Version"], capture_output=True, text=True,

@@ -152,7 +152,7 @@ def git_commit_of(path):
 
 
 def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=False, log=print, train_set=None,
-          on_eval=None, loss_shave=0, lr_min=None, max_seconds=None):
+          on_eval=None, loss_shave=0, lr_min=None, max_seconds=None, loss_name="l1"):
     """Train in place. Returns the history [(step, val_psnr, checker, seconds)] at the steps in eval_at.
 
     lr_min: the cosine schedule's end (default lr * 1e-2). max_seconds: stop (after a validation) at the first
@@ -189,7 +189,7 @@ def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=Fals
         if loss_shave:
             b = loss_shave * r  # ignore the HR border whose LR receptive field reaches the zero padding
             out, y = out[:, :, b:-b, b:-b], y[:, :, b:-b, b:-b]
-        loss = F.l1_loss(out, y)
+        loss = F.l1_loss(out, y) if loss_name == "l1" else F.mse_loss(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -220,6 +220,11 @@ def main():
                          "activation: conv C->C k3 initialised as the identity (dirac weights, zero bias), then prelu "
                          "with per-channel slopes 1 (also the identity), so the grown network starts as exactly the "
                          "loaded one; its training record is kept under training.previous_runs")
+    ap.add_argument("--keep-arch", action="store_true",
+                    help="with --init-from: take that file's layer list as it is (e.g. a --grow result), whatever its "
+                         "shape, and keep its description")
+    ap.add_argument("--loss", default="l1", choices=["l1", "l2"],
+                    help="l1 (default) or l2 (mean squared error, the quantity PSNR measures)")
     ap.add_argument("--lr-min", type=float, default=None, help="end of the cosine schedule (default lr * 1e-2)")
     ap.add_argument("--keep-best", action="store_true",
                     help="write the model file at each evaluation that improves the best validation Y-PSNR so far "
@@ -237,7 +242,8 @@ def main():
         import hashlib
         src = M.load_json(a.init_from)
         fresh = [tuple(p.shape) for p in model.parameters()]
-        if [tuple(p.shape) for p in src.parameters()] != fresh or src.scale != r or src.residual != model.residual:
+        same = [tuple(p.shape) for p in src.parameters()] == fresh or a.keep_arch
+        if not same or src.scale != r or src.residual != model.residual:
             sys.exit(f"--init-from {a.init_from}: shape/scale/residual differ from {a.name}")
         with open(a.init_from, "rb") as f:
             sha = hashlib.sha256(f.read()).hexdigest()
@@ -275,7 +281,9 @@ def main():
     os.makedirs(os.path.dirname(out), exist_ok=True)
     nparams = sum(p.numel() for p in model.parameters())
     model.name = a.name
-    if a.grow:
+    if a.keep_arch and a.init_from:
+        pass  # the description of the --init-from file is kept
+    elif a.grow:
         parts = []
         for L in model.layer_dicts():
             if L["op"] == "conv2d":
@@ -306,7 +314,7 @@ def main():
             "optimizer": f"Adam(lr={a.lr})",
             "lr_schedule": f"cosine from {a.lr:g} to {a.lr * 1e-2:g} over {a.steps} steps (per step)"
                            + ("" if done else f"; CHECKPOINT at step {hist[-1][0]}, schedule not finished"),
-            "loss": "L1 on RGB HR patches in [0,1]" + (f", the outer {a.loss_shave * r} HR pixels ({a.loss_shave} LR) "
+            "loss": ("L1" if a.loss == "l1" else "L2 (mean squared error)") + " on RGB HR patches in [0,1]" + (f", the outer {a.loss_shave * r} HR pixels ({a.loss_shave} LR) "
                                                        "of each patch excluded" if a.loss_shave else ""),
             "init": ("PyTorch default for all convs except the sub-pixel conv: ICNR (" + a.icnr_sub_init
                      + " sub-kernel W0, repeat_interleave(r*r), zero bias)") if prev is None else
@@ -351,7 +359,7 @@ def main():
 
     hist, wall = train(model, r, a.steps, a.batch, a.patch, a.lr, a.seed, val, ev, train_set=train_set,
                        log=lambda s: print(s, flush=True), on_eval=on_eval if (a.checkpoint or a.keep_best) else None,
-                       loss_shave=a.loss_shave, lr_min=a.lr_min, max_seconds=a.max_seconds)
+                       loss_shave=a.loss_shave, lr_min=a.lr_min, max_seconds=a.max_seconds, loss_name=a.loss)
     done = hist[-1][0] == a.steps
     if a.keep_best:
         if hist[-1][1] > best["p"]:
