@@ -6,6 +6,8 @@ Built-in models (names fixed):
   conv2d 16->3r^2 k3, pixel_shuffle(r), residual "nearest". The sub-pixel (last) conv is ICNR-initialised: a
   kaiming_normal sub-kernel W0 [3, 16, 3, 3], W = W0.repeat_interleave(r*r, dim=0), zero bias. The first two convs
   keep PyTorch's default init.
+  The shipped espcn-x4 was grown from that shape by --grow (a conv 32->32 k3 + prelu inserted after the first tanh,
+  identity-initialised); see MODELS.md "Run 3".
 - subpixel-x2, subpixel-x3, subpixel-x4: one ICNR-initialised conv2d 3->3r^2 k5 (W0 [3, 3, 5, 5]), pixel_shuffle(r),
   residual "none".
 
