@@ -6,6 +6,8 @@ Built-in models (names fixed):
   conv2d 16->3r^2 k3, pixel_shuffle(r), residual "nearest". The sub-pixel (last) conv is ICNR-initialised: a
   kaiming_normal sub-kernel W0 [3, 16, 3, 3], W = W0.repeat_interleave(r*r, dim=0), zero bias. The first two convs
   keep PyTorch's default init.
+  The shipped espcn-x4 was grown from that shape by --grow (a conv 32->32 k3 + prelu inserted after the first tanh,
+  identity-initialised); see MODELS.md "Run 3".
 - subpixel-x2, subpixel-x3, subpixel-x4: one ICNR-initialised conv2d 3->3r^2 k5 (W0 [3, 3, 5, 5]), pixel_shuffle(r),
   residual "none".
 
@@ -152,7 +154,7 @@ def git_commit_of(path):
 
 
 def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=False, log=print, train_set=None,
-          on_eval=None, loss_shave=0, lr_min=None, max_seconds=None):
+          on_eval=None, loss_shave=0, lr_min=None, max_seconds=None, loss_name="l1"):
     """Train in place. Returns the history [(step, val_psnr, checker, seconds)] at the steps in eval_at.
 
     lr_min: the cosine schedule's end (default lr * 1e-2). max_seconds: stop (after a validation) at the first
@@ -189,7 +191,7 @@ def train(model, r, steps, batch, patch, lr, seed, val, eval_at=(), checker=Fals
         if loss_shave:
             b = loss_shave * r  # ignore the HR border whose LR receptive field reaches the zero padding
             out, y = out[:, :, b:-b, b:-b], y[:, :, b:-b, b:-b]
-        loss = F.l1_loss(out, y)
+        loss = F.l1_loss(out, y) if loss_name == "l1" else F.mse_loss(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -215,6 +217,16 @@ def main():
     ap.add_argument("--init-from", default=None, metavar="PATH",
                     help="continue from this model file's weights (same shape) instead of a fresh ICNR init; its "
                          "training record is kept under training.previous_runs")
+    ap.add_argument("--grow", default=None, metavar="PATH",
+                    help="continue from this model file's weights with one layer pair inserted after its first "
+                         "activation: conv C->C k3 initialised as the identity (dirac weights, zero bias), then prelu "
+                         "with per-channel slopes 1 (also the identity), so the grown network starts as exactly the "
+                         "loaded one; its training record is kept under training.previous_runs")
+    ap.add_argument("--keep-arch", action="store_true",
+                    help="with --init-from: take that file's layer list as it is (e.g. a --grow result), whatever its "
+                         "shape, and keep its description")
+    ap.add_argument("--loss", default="l1", choices=["l1", "l2"],
+                    help="l1 (default) or l2 (mean squared error, the quantity PSNR measures)")
     ap.add_argument("--lr-min", type=float, default=None, help="end of the cosine schedule (default lr * 1e-2)")
     ap.add_argument("--keep-best", action="store_true",
                     help="write the model file at each evaluation that improves the best validation Y-PSNR so far "
@@ -232,13 +244,37 @@ def main():
         import hashlib
         src = M.load_json(a.init_from)
         fresh = [tuple(p.shape) for p in model.parameters()]
-        if [tuple(p.shape) for p in src.parameters()] != fresh or src.scale != r or src.residual != model.residual:
+        same = [tuple(p.shape) for p in src.parameters()] == fresh or a.keep_arch
+        if not same or src.scale != r or src.residual != model.residual:
             sys.exit(f"--init-from {a.init_from}: shape/scale/residual differ from {a.name}")
         with open(a.init_from, "rb") as f:
             sha = hashlib.sha256(f.read()).hexdigest()
         prev = {"path": os.path.relpath(os.path.abspath(a.init_from), ROOT), "sha256": sha,
                 "training": src.training_info}
         model = src
+    if a.grow:
+        import hashlib
+        if a.init_from:
+            sys.exit("--grow and --init-from exclude each other")
+        src = M.load_json(a.grow)
+        if src.scale != r or src.residual != model.residual:
+            sys.exit(f"--grow {a.grow}: scale/residual differ from {a.name}")
+        layers = src.layer_dicts()
+        i = next(k for k, L in enumerate(layers) if L["op"] in ("tanh", "relu", "leaky_relu", "prelu"))
+        c = layers[i - 1]["weight"].shape[0]
+        w = np.zeros((c, c, 3, 3), np.float32)
+        w[np.arange(c), np.arange(c), 1, 1] = 1.0
+        layers[i + 1:i + 1] = [{"op": "conv2d", "weight": w, "bias": np.zeros(c, np.float32)},
+                               {"op": "prelu", "weight": np.ones(c, np.float32)}]
+        grown = M.SRModel(layers, r, src.residual)
+        x = torch.rand(1, 3, 20, 20)
+        with torch.no_grad():
+            assert torch.allclose(grown(x), src(x), atol=1e-6), "the grown network must start as the loaded one"
+        with open(a.grow, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        prev = {"path": os.path.relpath(os.path.abspath(a.grow), ROOT), "sha256": sha,
+                "training": src.training_info}
+        model = grown
     train_set = sr_data.train_set()
     val = sr_data.validation_set()
     ev = list(range(0, a.steps, a.eval_every)) + [a.steps]
@@ -247,7 +283,21 @@ def main():
     os.makedirs(os.path.dirname(out), exist_ok=True)
     nparams = sum(p.numel() for p in model.parameters())
     model.name = a.name
-    if arch == "espcn":
+    if a.keep_arch and a.init_from:
+        pass  # the description of the --init-from file is kept
+    elif a.grow:
+        parts = []
+        for L in model.layer_dicts():
+            if L["op"] == "conv2d":
+                o, i_, k, _ = L["weight"].shape
+                parts.append(f"conv {i_}->{o} k{k}")
+            elif L["op"] == "pixel_shuffle":
+                parts.append(f"PixelShuffle({r})")
+            else:
+                parts.append(L["op"])
+        model.description = (f"ESPCN-shaped x{r} upscaler grown by one layer ({', '.join(parts)}, nearest residual, "
+                             f"ICNR sub-pixel layer; {nparams} parameters) trained on photographs.")
+    elif arch == "espcn":
         model.description = (f"ESPCN-shaped x{r} upscaler (conv 3->{width[0]} k5, tanh, {width[0]}->{width[1]} k3, "
                              f"tanh, {width[1]}->{3 * r * r} k3, PixelShuffle({r}), nearest residual, ICNR sub-pixel "
                              f"layer; {nparams} parameters) trained on photographs.")
@@ -266,11 +316,14 @@ def main():
             "optimizer": f"Adam(lr={a.lr})",
             "lr_schedule": f"cosine from {a.lr:g} to {a.lr * 1e-2:g} over {a.steps} steps (per step)"
                            + ("" if done else f"; CHECKPOINT at step {hist[-1][0]}, schedule not finished"),
-            "loss": "L1 on RGB HR patches in [0,1]" + (f", the outer {a.loss_shave * r} HR pixels ({a.loss_shave} LR) "
+            "loss": ("L1" if a.loss == "l1" else "L2 (mean squared error)") + " on RGB HR patches in [0,1]" + (f", the outer {a.loss_shave * r} HR pixels ({a.loss_shave} LR) "
                                                        "of each patch excluded" if a.loss_shave else ""),
             "init": ("PyTorch default for all convs except the sub-pixel conv: ICNR (" + a.icnr_sub_init
                      + " sub-kernel W0, repeat_interleave(r*r), zero bias)") if prev is None else
-                    f"continued from the weights of {prev['path']} (sha256 {prev['sha256']}), the run in previous_runs",
+                    (f"continued from the weights of {prev['path']} (sha256 {prev['sha256']}), the run in previous_runs"
+                     + ("" if not a.grow else f", grown by --grow: after its first activation a conv {c}->{c} k3 "
+                        "initialised as the identity (dirac, zero bias) and a prelu with per-channel slopes 1 were "
+                        "inserted, so the grown network started as exactly that model")),
             "augmentation": "random rot90 (k in 0..3) and horizontal flip per patch",
             "degradation": "LR = Pillow BICUBIC downscale by r of each whole training image",
             "data": [n for n, _ in train_set], "validation": [n for n, _ in val],
@@ -308,7 +361,7 @@ def main():
 
     hist, wall = train(model, r, a.steps, a.batch, a.patch, a.lr, a.seed, val, ev, train_set=train_set,
                        log=lambda s: print(s, flush=True), on_eval=on_eval if (a.checkpoint or a.keep_best) else None,
-                       loss_shave=a.loss_shave, lr_min=a.lr_min, max_seconds=a.max_seconds)
+                       loss_shave=a.loss_shave, lr_min=a.lr_min, max_seconds=a.max_seconds, loss_name=a.loss)
     done = hist[-1][0] == a.steps
     if a.keep_best:
         if hist[-1][1] > best["p"]:
