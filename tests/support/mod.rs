@@ -6,11 +6,15 @@
 //! - [`paths`]: running a test over every CPU path, and saying which ran.
 #![allow(dead_code)] // each test binary uses its own subset
 
+// The HTTP helpers serve the service's tests only (with the `server` feature, whose dev-dependencies they use).
+#[cfg(feature = "server")]
 pub mod http;
 pub mod images;
+#[cfg(feature = "server")]
 pub mod metrics;
 pub mod paths;
 pub mod png;
+#[cfg(feature = "server")]
 pub mod problem;
 #[cfg(feature = "server")]
 pub mod server;
