@@ -5,7 +5,7 @@ Run from the repository root with Pillow, numpy and pypng installed:
 
     python3 scripts/make_corpus.py
 
-The generated files are committed (tests/corpus.rs reads them; CI does not regenerate them). Everything is
+The generated files are committed (tests/api/corpus.rs reads them; CI does not regenerate them). Everything is
 deterministic: fixed seeds, no timestamps. Bodies over the size limit are made by the Rust test at run time,
 so nothing big is committed (the 25-megapixel solid image compresses to a few KB).
 

@@ -81,7 +81,7 @@ async fn bad_query_values_are_400() {
 
 /// Unknown and repeated parameters (a typo, another case, a bare name, a non-UTF-8 name, a name given twice with the
 /// same or another value) are 400s naming the offending parameter and the allowed ones, on both routes; `GET /kernel`
-/// takes no `compression`. (That the 400 still arrives with a large body is `tests/robustness.rs`'s
+/// takes no `compression`. (That the 400 still arrives with a large body is `tests/api/robustness.rs`'s
 /// `early_answers_to_large_bodies_keep_the_connection_usable`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_and_repeated_parameters_are_400() {

@@ -1,6 +1,6 @@
 //! Starting the service: the CPU path it is told to use (`--cpu`), or its refusal to start.
 //!
-//! Load, disconnects, timeouts and shutdown are `tests/robustness.rs`'s (see the note at the top of `main.rs`).
+//! Load, disconnects, timeouts and shutdown are `tests/api/robustness.rs`'s (see the note at the top of `main.rs`).
 
 use icnr_upscale::server::ServeArgs;
 

@@ -1,8 +1,8 @@
 //! Load, concurrency, disconnects, timeouts, shutdown and signals against the live service, bounded and loopback
 //! only.
 //!
-//! Where each behaviour is tested (one obvious place each): `tests/api/` = the HTTP contract of each route and
-//! status, one request -> one answer, including every 4xx validation; `tests/corpus.rs` = the hostile-file corpus,
+//! Where each behaviour is tested (one obvious place each): `tests/api/`'s route modules = the HTTP contract of each route and
+//! status, one request -> one answer, including every 4xx validation; `tests/api/corpus.rs` = the hostile-file corpus,
 //! driven by `tests/corpus/manifest.json`; this file = what happens under load, with many or misbehaving
 //! connections, when clients vanish or stall, when requests time out, and at shutdown and SIGTERM.
 //!
@@ -12,25 +12,23 @@
 //! at once" is a fact to check, not a race. To keep the CPU slot busy for as long as a test needs, an "endless" job
 //! ([`endless_job_png`]) runs until its client leaves or its time budget ends; no test waits for it to finish.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::support::http::{self, lossy, parse_answer, RawAnswer, BOUND};
+use crate::support::images::{noise_png, small_png};
+use crate::support::metrics::{metric, metric_with, wait_admitted};
+use crate::support::png::{png_info, png_pixels};
+use crate::support::problem::{assert_problem, check_problem, detail};
+use crate::support::server::{client, TestServer};
 use icnr_upscale::server::ServeArgs;
-use support::http::{self, lossy, parse_answer, RawAnswer, BOUND};
-use support::images::{noise_png, small_png};
-use support::metrics::{metric, metric_with, wait_admitted};
-use support::png::{png_info, png_pixels};
-use support::problem::{assert_problem, check_problem, detail};
-use support::server::{client, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn args(jobs: usize, queue: usize) -> ServeArgs {
-    ServeArgs { max_concurrent_jobs: jobs, max_queue: queue, ..support::server::args() }
+    ServeArgs { max_concurrent_jobs: jobs, max_queue: queue, ..crate::support::server::args() }
 }
 
 /// A raw HTTP/1.1 `POST /upscale` with its head and the first half of its body sent; the rest waits for
@@ -70,7 +68,7 @@ fn endless_job_png() -> &'static [u8] {
     static PNG: OnceLock<Vec<u8>> = OnceLock::new();
     PNG.get_or_init(|| {
         let img = image::RgbImage::from_pixel(4096, 4096, image::Rgb([90, 120, 200]));
-        support::images::png(&image::DynamicImage::ImageRgb8(img))
+        crate::support::images::png(&image::DynamicImage::ImageRgb8(img))
     })
 }
 const ENDLESS_JOB_QUERY: &str = "?scale=8&kernel_size=9&init=default";
@@ -339,7 +337,7 @@ async fn a_job_over_the_timeout_is_504_and_stopped() {
 /// closed once nothing has moved on it for the request timeout plus 5 s, so silent clients cannot pile up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed() {
-    let server = TestServer::start(ServeArgs { request_timeout_secs: 1, ..support::server::args() }).await;
+    let server = TestServer::start(ServeArgs { request_timeout_secs: 1, ..crate::support::server::args() }).await;
     let half_head = async {
         let mut s = TcpStream::connect(server.addr).await.expect("connect");
         s.write_all(b"GET /healthz HTTP/1.1\r\nHo").await.expect("half a head");

@@ -5,20 +5,18 @@
 //! all of it the service must still be healthy and still upscale.
 //!
 //! Where each behaviour is tested (one obvious place each): this file = the hostile-file corpus, manifest-driven;
-//! `tests/api/` = the HTTP contract of each route and status, one request -> one answer, including every 4xx
-//! validation (bad queries, kernels, multipart bodies, body limits); `tests/robustness.rs` = load, concurrency,
+//! `tests/api/`'s route modules = the HTTP contract of each route and status, one request -> one answer, including every 4xx
+//! validation (bad queries, kernels, multipart bodies, body limits); `tests/api/robustness.rs` = load, concurrency,
 //! disconnects, timeouts, shutdown and signals.
 //!
 //! The server runs in-process on 127.0.0.1:0; every request goes over real TCP.
 
-mod support;
-
+use crate::support::http::lossy;
+use crate::support::images::{corpus_dir, corpus_file};
+use crate::support::png::{png_info, png_pixels};
+use crate::support::problem::check_problem;
+use crate::support::server::{args, client, TestServer};
 use serde::Deserialize;
-use support::http::lossy;
-use support::images::{corpus_dir, corpus_file};
-use support::png::{png_info, png_pixels};
-use support::problem::check_problem;
-use support::server::{args, client, TestServer};
 
 #[derive(Debug, Deserialize)]
 struct Case {
