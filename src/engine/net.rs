@@ -14,6 +14,10 @@
 //!   needs no special case: input values are broadcast, so the input channel count never has to fill a vector;
 //!   the sub-pixel conv (3r^2 outputs) pads to whole vectors (12 -> 16 on AVX-512). Activations (relu, tanh,
 //!   leaky_relu, prelu) are applied to the accumulators before the store.
+//! - Winograd F(2,3) along rows (AVX-512, a k3 conv that reads a conv's output; [`wino_chunk`]): pairs of output
+//!   pixels from 4 transformed input values and 4 transformed weights per row and input channel, 4 multiply-adds
+//!   where the direct kernel takes 6. The sums are rounded in a different order than the direct kernel's (agreement
+//!   to float rounding, tested), in the same order whatever the band, tile or thread count.
 //! - Bands: input rows are cut into bands, bands into column tiles. For a tile, each layer keeps a ring of as many
 //!   rows as the next conv's kernel height, over the tile's columns plus that layer's halo (the sum of k/2 of the
 //!   later convs). Final rows are pulled one at a time; a layer computes a row when the next one needs it, so the
@@ -79,6 +83,9 @@ pub(crate) struct ConvLayer {
     /// For the last conv of a model with the nearest residual: `[3][oc_pad]`, 1.0 where output channel `o` is of
     /// colour `c` (`o / r^2 == c`), else 0.0 (empty otherwise).
     pub res_sel: Vec<f32>,
+    /// The Winograd F(2,3) weights of a k3 conv that reads a conv's output on the AVX-512 path (empty otherwise):
+    /// `[ky][ic][4][oc_pad]`, see [`wino_weights`].
+    pub wino: Vec<f32>,
 }
 
 /// A model prepared for one CPU path.
@@ -124,6 +131,12 @@ impl Net {
                     for (d, s) in b.iter_mut().zip(c.bias().iter()) {
                         *d = *s;
                     }
+                    // Only a conv's output has whole vectors of channels (the input has 3 a pixel).
+                    let wino = if path == CpuPath::Avx512 && k == 3 && !convs.is_empty() {
+                        wino_weights(&w, cin, oc_pad)
+                    } else {
+                        Vec::new()
+                    };
                     convs.push(ConvLayer {
                         k,
                         cin,
@@ -134,6 +147,7 @@ impl Net {
                         acts: Vec::new(),
                         slopes: Vec::new(),
                         res_sel: Vec::new(),
+                        wino,
                     });
                 }
                 Layer::Relu => push_act(&mut convs, Act::Relu),
@@ -163,6 +177,28 @@ impl Net {
         }
         Net { scale, residual: model.residual(), convs, macs_per_pixel: model.macs_per_pixel() }
     }
+}
+
+/// The Winograd F(2,3) transform of a k3 conv's packed weights `[ky][kx][ic][oc_pad]`: for each row `ky`, input
+/// channel and output channel, the taps `g0, g1, g2` become `g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2`
+/// (computed in f64, rounded once), laid out `[ky][ic][4][oc_pad]`. With the input transform of [`wino_chunk`]
+/// (`d0 - d2, d1 + d2, d2 - d1, d1 - d3` of four input pixels) and the output transform
+/// `y0 = m0 + m1 + m2, y1 = m1 - m2 - m3`, a pair of output pixels takes 4 multiply-adds per row and channel
+/// instead of 6.
+fn wino_weights(w: &[f32], cin: usize, oc_pad: usize) -> Vec<f32> {
+    let mut t = vec![0f32; 3 * cin * 4 * oc_pad];
+    for ky in 0..3 {
+        for ic in 0..cin {
+            for oc in 0..oc_pad {
+                let g = |kx: usize| f64::from(w[((ky * 3 + kx) * cin + ic) * oc_pad + oc]);
+                let tw = [g(0), (g(0) + g(1) + g(2)) / 2.0, (g(0) - g(1) + g(2)) / 2.0, g(2)];
+                for (i, v) in tw.iter().enumerate() {
+                    t[((ky * cin + ic) * 4 + i) * oc_pad + oc] = *v as f32;
+                }
+            }
+        }
+    }
+    t
 }
 
 fn push_act(convs: &mut [ConvLayer], act: Act) {
@@ -211,6 +247,7 @@ impl ConvArgs<'_> {
             _ => true,
         }));
         assert!(self.out.len() >= n_ceil * l.oc_pad);
+        assert!(l.wino.is_empty() || (l.k == 3 && l.wino.len() == 12 * l.cin * l.oc_pad));
         if let Some(Finish { res: Some(res), .. }) = self.finish {
             assert!(res.len() >= n_ceil * 3 && l.res_sel.len() == 3 * l.oc_pad);
         }
@@ -247,7 +284,7 @@ fn conv_portable(a: &mut ConvArgs<'_>) {
 mod x86 {
     use std::arch::x86_64::{__m256, __m512};
 
-    use super::{conv_generic, ConvArgs, Simd};
+    use super::{conv_generic, wino_chunk, ConvArgs, Simd};
     use crate::engine::path::CpuPath;
 
     pub(super) fn conv_avx512(a: &mut ConvArgs<'_>) {
@@ -270,10 +307,23 @@ mod x86 {
     /// The CPU supports avx512f; `a.check(16, 28)` holds.
     #[target_feature(enable = "avx512f")]
     unsafe fn conv_k512(a: &mut ConvArgs<'_>) {
-        // 32 zmm registers: 28 accumulators, the weight vectors, broadcasts folded into the FMAs.
-        // SAFETY: avx512f is enabled here and the caller guarantees `a.check(16, 28)`, 28 being N1; with 16 lanes
-        // every chunk is one vector, so only N1 is used.
-        unsafe { conv_generic::<__m512, 28, 14, 9, 7>(a) }
+        // SAFETY: avx512f is enabled here and the caller guarantees `a.check(16, 28)`. Winograd: `check` asserted
+        // `k == 3` and the transformed weights' length when `wino` is not empty; each `CS` is `a.cin_s`; a block
+        // is 14 pixels (7 pairs), and 14 divides 28. Direct: 32 zmm registers hold 28 accumulators, the weight
+        // vector, and the broadcasts fold into the FMAs; 28 is N1 and, with 16 lanes, every chunk is one vector,
+        // so only N1 is used.
+        unsafe {
+            if !a.layer.wino.is_empty() {
+                match a.cin_s {
+                    16 => return wino_chunk::<__m512, 16>(a),
+                    32 => return wino_chunk::<__m512, 32>(a),
+                    48 => return wino_chunk::<__m512, 48>(a),
+                    64 => return wino_chunk::<__m512, 64>(a),
+                    _ => {}
+                }
+            }
+            conv_generic::<__m512, 28, 14, 9, 7>(a)
+        }
     }
 
     /// # Safety
@@ -404,13 +454,8 @@ unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>
     }
     let w = l.w.as_ptr().wrapping_add(v0 * V::W);
     let b = l.b.as_ptr().wrapping_add(v0 * V::W);
-    let slopes = l.slopes.as_ptr().wrapping_add(v0 * V::W);
-    let out = a.out.as_mut_ptr().wrapping_add(v0 * V::W);
     // SAFETY: `V`'s CPU features are present (this function's contract), all `splat` needs.
-    let (zero, one, magic) = unsafe { (V::splat(0.0), V::splat(1.0), V::splat(8_388_608.0)) };
-    let fin = a.finish;
-    let res = fin.and_then(|f| f.res).map(|r| r.as_ptr());
-    let sel = l.res_sel.as_ptr().wrapping_add(v0 * V::W);
+    let zero = unsafe { V::splat(0.0) };
     let mut x = 0;
     while x < a.n {
         let mut acc = [[zero; NV]; NP];
@@ -445,54 +490,191 @@ unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>
                 wp = wp.add(ocp);
             }
         }
-        // Each activation over the whole block at once: the vectors are independent, so the long latency of
-        // tanh's division overlaps across them (one vector at a time, it stalled).
-        for act in &l.acts {
-            match *act {
-                Act::Tanh => {
-                    for p in 0..NP {
-                        for v in 0..NV {
-                            // SAFETY: `V`'s CPU features are present, all `tanh` needs.
-                            acc[p][v] = unsafe { simd::tanh(acc[p][v]) };
-                        }
-                    }
-                }
-                act => {
-                    for p in 0..NP {
-                        for v in 0..NV {
-                            // SAFETY: `V`'s CPU features are present; for `Prelu(o)`, `check` asserted
-                            // `o + oc_pad <= slopes.len()`, so the `W` slopes at `o + (v0 + v) * W` exist.
-                            acc[p][v] = unsafe { apply::<V>(act, acc[p][v], slopes.wrapping_add(v * V::W)) };
-                        }
+        // SAFETY: `V`'s CPU features are present; the block's pixels `x .. x + NP` are below `n_ceil` and its
+        // vectors `v0 .. v0 + NV` within `oc_pad` (this function's contract).
+        unsafe { store_block::<V, NV, NP>(a, &mut acc, x, v0) };
+        x += NP;
+    }
+}
+
+/// Pairs of output pixels in a Winograd block: 7 pairs of 4 products, 28 accumulators (one vector of output
+/// channels on AVX-512).
+const WINO_PAIRS: usize = 7;
+/// The widest input pixel (floats) [`wino_chunk`] takes.
+const WINO_MAX_CS: usize = 64;
+
+/// One block's transformed input, `[ky][pair][4][CS]`.
+#[repr(C, align(64))]
+struct WinoBuf([f32; 3 * WINO_PAIRS * 4 * WINO_MAX_CS]);
+
+/// A k3 conv row by Winograd F(2,3) along the row (see [`wino_weights`]), in blocks of [`WINO_PAIRS`] pairs of
+/// output pixels, one vector of output channels at a time. For each block, the 3 input rows' values of its pixels
+/// (`2 * WINO_PAIRS + 2` of them) are transformed once into a [`WinoBuf`], then each vector of output channels
+/// takes `3 * cin` steps of 4 weight vectors and 28 multiply-adds (the direct kernel takes `9 * cin` steps of 28
+/// multiply-adds for 28 pixels: 1.5x the work). The pairs start at the row's first pixel, whatever the band or
+/// thread count, so outputs stay bit-identical across them.
+///
+/// # Safety
+/// `V`'s CPU features are present; `a.check(V::W, m * 2 * WINO_PAIRS)` holds for some `m >= 1`; `a.layer.wino`
+/// is not empty (so `check` asserted `k == 3` and its length); `CS == a.cin_s`, a multiple of `V::W` of at most
+/// [`WINO_MAX_CS`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+pub(crate) unsafe fn wino_chunk<V: Simd, const CS: usize>(a: &mut ConvArgs<'_>) {
+    const { assert!(CS <= WINO_MAX_CS) };
+    let l = a.layer;
+    let (cin, ocp) = (l.cin, l.oc_pad);
+    debug_assert!(CS == a.cin_s && CS.is_multiple_of(V::W) && l.k == 3 && !l.wino.is_empty());
+    let cin_v = cin.next_multiple_of(V::W);
+    let mut buf = WinoBuf([0.0; 3 * WINO_PAIRS * 4 * WINO_MAX_CS]);
+    let tb = buf.0.as_mut_ptr();
+    // Step (ky, ic) broadcasts the values of channel `ic` at `(ky * WINO_PAIRS + p) * 4 + i` (pair p, product i).
+    let mut src: Vec<*const f32> = Vec::with_capacity(3 * cin);
+    for ky in 0..3 {
+        for ic in 0..cin {
+            src.push(tb.wrapping_add(ky * WINO_PAIRS * 4 * CS + ic));
+        }
+    }
+    const NP: usize = 2 * WINO_PAIRS;
+    // SAFETY: `V`'s CPU features are present (this function's contract), all `splat` needs.
+    let zero = unsafe { V::splat(0.0) };
+    let mut x = 0;
+    while x < a.n {
+        // SAFETY: `V`'s CPU features are present. Reads: pixels `x .. x + NP + 2` of each row, `cin_v <= CS`
+        // floats of each, end within `(n_ceil + 2) * CS`, the row length `check` asserted (`x + NP <= n_ceil`,
+        // k == 3). Writes: `(ky * WINO_PAIRS + p) * 4 + i` times `CS`, plus `cin_v`, is within the buffer
+        // (ky < 3, p < WINO_PAIRS, i < 4, CS <= WINO_MAX_CS).
+        unsafe {
+            for ky in 0..3 {
+                let row = a.rows[ky].as_ptr().add(x * CS);
+                for p in 0..WINO_PAIRS {
+                    let s = row.add(2 * p * CS);
+                    let d = tb.add((ky * WINO_PAIRS + p) * 4 * CS);
+                    for c in (0..cin_v).step_by(V::W) {
+                        let d0 = V::load(s.add(c));
+                        let d1 = V::load(s.add(CS + c));
+                        let d2 = V::load(s.add(2 * CS + c));
+                        let d3 = V::load(s.add(3 * CS + c));
+                        V::store(V::sub(d0, d2), d.add(c));
+                        V::store(V::add(d1, d2), d.add(CS + c));
+                        V::store(V::sub(d2, d1), d.add(2 * CS + c));
+                        V::store(V::sub(d1, d3), d.add(3 * CS + c));
                     }
                 }
             }
         }
-        for p in 0..NP {
-            for v in 0..NV {
-                let mut y = acc[p][v];
-                // SAFETY: `V`'s CPU features are present. Residual: `check` asserted `res.len() >= n_ceil * 3` (pixel
-                // `x + p` is below `n_ceil`) and `res_sel.len() == 3 * oc_pad` (the `W` values at
-                // `c * oc_pad + (v0 + v) * W` exist). Store: `check` asserted `out.len() >= n_ceil * oc_pad`, and
-                // the `W` values at `(x + p) * oc_pad + (v0 + v) * W` end within pixel `x + p`'s `oc_pad`.
-                unsafe {
-                    if let Some(f) = fin {
-                        if let Some(res) = res {
-                            // `sel` is 0 or 1: the colour's value is added once (one rounding, as `y + r`), the
-                            // other two add an exact 0.
-                            let rp = res.add((x + p) * 3);
-                            for c in 0..3 {
-                                y = V::fma(V::load(sel.add(c * ocp + v * V::W)), V::splat(*rp.add(c)), y);
-                            }
+        for v0 in 0..ocp / V::W {
+            let mut m = [[zero; 4]; WINO_PAIRS];
+            // SAFETY: `V`'s CPU features are present; `check` asserted `b.len() == oc_pad` and `(v0 + 1) * W <=
+            // oc_pad`. The bias goes into `m1`, which both outputs add once.
+            let bv = unsafe { V::load(l.b.as_ptr().add(v0 * V::W)) };
+            for p in 0..WINO_PAIRS {
+                m[p][1] = bv;
+            }
+            let mut wp = l.wino.as_ptr().wrapping_add(v0 * V::W);
+            // SAFETY: `V`'s CPU features are present. Inputs: within the buffer written above (`sp` is channel
+            // `ic < cin <= CS` of row `ky`'s block). Weights: `check` asserted `wino.len() == 12 * cin * oc_pad`;
+            // `wp` advances `4 * oc_pad` per step, `3 * cin` steps, reading `W` lanes at `i * oc_pad + v0 * W`.
+            unsafe {
+                for &sp in &src {
+                    for i in 0..4 {
+                        let wv = V::load(wp.add(i * ocp));
+                        for p in 0..WINO_PAIRS {
+                            m[p][i] = V::fma(wv, V::splat(*sp.add((p * 4 + i) * CS)), m[p][i]);
                         }
-                        y = V::min(V::max(y, zero), one);
-                        y = V::sub(V::add(V::mul(y, V::splat(f.maxv)), magic), magic);
                     }
-                    V::store(y, out.add((x + p) * ocp + v * V::W));
+                    wp = wp.add(4 * ocp);
                 }
             }
+            let mut acc = [[zero; 1]; NP];
+            for p in 0..WINO_PAIRS {
+                // SAFETY: `V`'s CPU features are present, all these need.
+                unsafe {
+                    let s = V::add(m[p][1], m[p][2]);
+                    let d = V::sub(m[p][1], m[p][2]);
+                    acc[2 * p][0] = V::add(m[p][0], s);
+                    acc[2 * p + 1][0] = V::sub(d, m[p][3]);
+                }
+            }
+            // SAFETY: `V`'s CPU features are present; pixels `x .. x + NP` are below `n_ceil` (`check`, with `NP`
+            // dividing the block size it was given) and vector `v0` is within `oc_pad`.
+            unsafe { store_block::<V, 1, NP>(a, &mut acc, x, v0) };
         }
         x += NP;
+    }
+}
+
+/// A block's activations, finish (residual, quantisation) and store: `acc[p][v]` is output pixel `x + p`,
+/// channels `(v0 + v) * W ..`.
+///
+/// # Safety
+/// `V`'s CPU features are present; `a.check(V::W, ..)` held with an `n_ceil` of at least `x + NP`, and
+/// `(v0 + NV) * W <= oc_pad`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn store_block<V: Simd, const NV: usize, const NP: usize>(
+    a: &mut ConvArgs<'_>,
+    acc: &mut [[V; NV]; NP],
+    x: usize,
+    v0: usize,
+) {
+    let l = a.layer;
+    let ocp = l.oc_pad;
+    // The pointers below are formed with `wrapping_add`: a buffer may be empty when it is not used (`slopes`
+    // without prelu, `res_sel` without the residual), and `.add` would then be out of bounds.
+    let slopes = l.slopes.as_ptr().wrapping_add(v0 * V::W);
+    let out = a.out.as_mut_ptr().wrapping_add(v0 * V::W);
+    // SAFETY: `V`'s CPU features are present (this function's contract), all `splat` needs.
+    let (zero, one, magic) = unsafe { (V::splat(0.0), V::splat(1.0), V::splat(8_388_608.0)) };
+    let fin = a.finish;
+    let res = fin.and_then(|f| f.res).map(|r| r.as_ptr());
+    let sel = l.res_sel.as_ptr().wrapping_add(v0 * V::W);
+    // Each activation over the whole block at once: the vectors are independent, so the long latency of
+    // tanh's division overlaps across them (one vector at a time, it stalled).
+    for act in &l.acts {
+        match *act {
+            Act::Tanh => {
+                for p in 0..NP {
+                    for v in 0..NV {
+                        // SAFETY: `V`'s CPU features are present, all `tanh` needs.
+                        acc[p][v] = unsafe { simd::tanh(acc[p][v]) };
+                    }
+                }
+            }
+            act => {
+                for p in 0..NP {
+                    for v in 0..NV {
+                        // SAFETY: `V`'s CPU features are present; for `Prelu(o)`, `check` asserted
+                        // `o + oc_pad <= slopes.len()`, so the `W` slopes at `o + (v0 + v) * W` exist.
+                        acc[p][v] = unsafe { apply::<V>(act, acc[p][v], slopes.wrapping_add(v * V::W)) };
+                    }
+                }
+            }
+        }
+    }
+    for p in 0..NP {
+        for v in 0..NV {
+            let mut y = acc[p][v];
+            // SAFETY: `V`'s CPU features are present. Residual: `check` asserted `res.len() >= n_ceil * 3` (pixel
+            // `x + p` is below `n_ceil`) and `res_sel.len() == 3 * oc_pad` (the `W` values at
+            // `c * oc_pad + (v0 + v) * W` exist). Store: `check` asserted `out.len() >= n_ceil * oc_pad`, and
+            // the `W` values at `(x + p) * oc_pad + (v0 + v) * W` end within pixel `x + p`'s `oc_pad`.
+            unsafe {
+                if let Some(f) = fin {
+                    if let Some(res) = res {
+                        // `sel` is 0 or 1: the colour's value is added once (one rounding, as `y + r`), the
+                        // other two add an exact 0.
+                        let rp = res.add((x + p) * 3);
+                        for c in 0..3 {
+                            y = V::fma(V::load(sel.add(c * ocp + v * V::W)), V::splat(*rp.add(c)), y);
+                        }
+                    }
+                    y = V::min(V::max(y, zero), one);
+                    y = V::sub(V::add(V::mul(y, V::splat(f.maxv)), magic), magic);
+                }
+                V::store(y, out.add((x + p) * ocp + v * V::W));
+            }
+        }
     }
 }
 
@@ -531,6 +713,7 @@ pub fn tanh_slice(path: CpuPath, xs: &mut [f32]) {
         acts: vec![Act::Tanh],
         slopes: Vec::new(),
         res_sel: Vec::new(),
+        wino: Vec::new(),
     };
     let conv = conv_fn(path);
     let n = xs.len();
@@ -888,4 +1071,178 @@ struct Tile {
     tw: usize,
     y0: usize,
     next: Vec<isize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::test_report;
+    use crate::model::Conv2d;
+    use ndarray::{Array1, Array4};
+
+    /// A splitmix sequence in `[-1, 1)`.
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                (((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+            })
+            .collect()
+    }
+
+    /// The F(2,3) identity, in f64 with the f32 transformed weights: `y0 = m0 + m1 + m2` and `y1 = m1 - m2 - m3`
+    /// equal the direct 3-tap sums `d0 g0 + d1 g1 + d2 g2` and `d1 g0 + d2 g1 + d3 g2` (to the rounding of the
+    /// weights' transform to f32).
+    #[test]
+    fn wino_weights_reproduce_the_direct_taps() {
+        let (cin, ocp) = (5, 16);
+        let w = values(1, 9 * cin * ocp);
+        let t = wino_weights(&w, cin, ocp);
+        let d = values(2, 4);
+        let d: Vec<f64> = d.iter().map(|&v| f64::from(v)).collect();
+        let tr = [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]];
+        for ky in 0..3 {
+            for ic in 0..cin {
+                for oc in 0..ocp {
+                    let g = |kx: usize| f64::from(w[((ky * 3 + kx) * cin + ic) * ocp + oc]);
+                    let m: Vec<f64> =
+                        (0..4).map(|i| tr[i] * f64::from(t[((ky * cin + ic) * 4 + i) * ocp + oc])).collect();
+                    let (y0, y1) = (m[0] + m[1] + m[2], m[1] - m[2] - m[3]);
+                    let (e0, e1) = (d[0] * g(0) + d[1] * g(1) + d[2] * g(2), d[1] * g(0) + d[2] * g(1) + d[3] * g(2));
+                    assert!((y0 - e0).abs() < 1e-6 && (y1 - e1).abs() < 1e-6, "{y0} {e0} {y1} {e1}");
+                }
+            }
+        }
+    }
+
+    /// On AVX-512, every k3 conv after the first takes the Winograd weights; other convs and paths do not.
+    #[test]
+    fn winograd_is_prepared_for_k3_convs_after_the_first_on_avx512() {
+        let conv = |o: usize, i: usize, k: usize, seed: u64| {
+            let w = Array4::from_shape_vec((o, i, k, k), values(seed, o * i * k * k)).unwrap();
+            Layer::Conv2d(Conv2d::new(w, Some(Array1::from_vec(values(seed + 1, o)))).unwrap())
+        };
+        let layers = vec![
+            conv(8, 3, 3, 1),
+            Layer::Tanh,
+            conv(8, 8, 5, 3),
+            conv(12, 8, 3, 5),
+            Layer::PixelShuffle { upscale_factor: 2 },
+        ];
+        let model = Model::new("t", layers, Residual::Nearest).unwrap();
+        let has = |path| Net::new(&model, path).convs.iter().map(|c| !c.wino.is_empty()).collect::<Vec<_>>();
+        assert_eq!(has(CpuPath::Avx512), [false, false, true]);
+        assert_eq!(has(CpuPath::Avx2Fma), [false, false, false]);
+        assert_eq!(has(CpuPath::Portable), [false, false, false]);
+    }
+
+    /// The AVX-512 Winograd row kernel agrees with the portable direct kernel to float rounding, for every input
+    /// width it takes (16 to 64 floats a pixel), row lengths around its 14-pixel block, several output vectors,
+    /// each activation and the last conv's finish (residual and quantisation).
+    #[test]
+    fn avx512_winograd_rows_match_the_direct_kernel() {
+        if !CpuPath::Avx512.is_supported() {
+            test_report(
+                "SKIP path avx512 in net::avx512_winograd_rows_match_the_direct_kernel: not supported by this CPU",
+            );
+            return;
+        }
+        let mut cases = 0;
+        for (cs, cin, cout) in [(16usize, 9usize, 12usize), (32, 32, 16), (48, 40, 20), (64, 64, 33)] {
+            for n in [1usize, 2, 13, 14, 15, 28, 29, 57] {
+                for (acts, last) in
+                    [(vec![Act::Tanh], false), (vec![Act::Relu, Act::Leaky(0.1)], false), (vec![], true)]
+                {
+                    let oc_pad = cout.next_multiple_of(16);
+                    let mut w = values(cs as u64, 9 * cin * oc_pad);
+                    for (i, v) in w.iter_mut().enumerate() {
+                        if i % oc_pad >= cout {
+                            *v = 0.0;
+                        }
+                    }
+                    let mut b = values(7, oc_pad);
+                    b[cout..].fill(0.0);
+                    let mut res_sel = Vec::new();
+                    if last {
+                        res_sel = vec![0f32; 3 * oc_pad];
+                        for o in 0..cout.min(12) {
+                            res_sel[(o / 4) * oc_pad + o] = 1.0;
+                        }
+                    }
+                    let mut layer = ConvLayer {
+                        k: 3,
+                        cin,
+                        cout,
+                        oc_pad,
+                        w,
+                        b,
+                        acts: acts.clone(),
+                        slopes: Vec::new(),
+                        res_sel,
+                        wino: Vec::new(),
+                    };
+                    let len = (n.next_multiple_of(28) + SLACK_PX) * cs;
+                    let rows: Vec<Vec<f32>> = (0..3).map(|r| values(100 + r, len)).collect();
+                    let rows: Vec<&[f32]> = rows.iter().map(|r| &r[..]).collect();
+                    let res = values(9, len).iter().map(|v| v.abs()).collect::<Vec<_>>();
+                    let run = |layer: &ConvLayer, conv: ConvFn| {
+                        let mut out = vec![0f32; len * oc_pad];
+                        let finish = last.then_some(Finish { res: Some(&res), maxv: 65535.0 });
+                        conv(&mut ConvArgs { rows: &rows, cin_s: cs, n, layer, out: &mut out, finish });
+                        out
+                    };
+                    let want = run(&layer, conv_portable);
+                    // The scale of each output's rounding: the sum of |products| (and |bias|), from the direct
+                    // kernel on absolute values, with no activation or finish.
+                    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+                    let abs_rows: Vec<Vec<f32>> = rows.iter().map(|r| abs(r)).collect();
+                    let abs_rows: Vec<&[f32]> = abs_rows.iter().map(|r| &r[..]).collect();
+                    let abs_layer = ConvLayer {
+                        k: 3,
+                        cin,
+                        cout,
+                        oc_pad,
+                        w: abs(&layer.w),
+                        b: abs(&layer.b),
+                        acts: Vec::new(),
+                        slopes: Vec::new(),
+                        res_sel: Vec::new(),
+                        wino: Vec::new(),
+                    };
+                    let mut scale = vec![0f32; len * oc_pad];
+                    conv_portable(&mut ConvArgs {
+                        rows: &abs_rows,
+                        cin_s: cs,
+                        n,
+                        layer: &abs_layer,
+                        out: &mut scale,
+                        finish: None,
+                    });
+                    layer.wino = wino_weights(&layer.w, cin, oc_pad);
+                    let got = run(&layer, x86::conv_avx512);
+                    for x in 0..n {
+                        for o in 0..oc_pad {
+                            let i = x * oc_pad + o;
+                            // Both kernels round every product and partial sum (the transforms add a few more
+                            // roundings): a few ULP of the sum of |products| each; quantised outputs (0..65535)
+                            // may also round the other way.
+                            let err = 8.0 * f32::EPSILON * scale[i] + 1e-7;
+                            let tol = if last { 1.0 + 65535.0 * err } else { err };
+                            let (g, e) = (got[i], want[i]);
+                            assert!(
+                                (g - e).abs() <= tol,
+                                "cs {cs} n {n} pixel {x} channel {o}: {g} vs {e} (tol {tol})"
+                            );
+                        }
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 4 * 8 * 3);
+    }
 }
