@@ -14,9 +14,9 @@
 //!   needs no special case: input values are broadcast, so the input channel count never has to fill a vector;
 //!   the sub-pixel conv (3r^2 outputs) pads to whole vectors (12 -> 16 on AVX-512). Activations (relu, tanh,
 //!   leaky_relu, prelu) are applied to the accumulators before the store.
-//! - Winograd F(2,3) along rows (AVX-512, a k3 conv that reads a conv's output; [`wino_chunk`]): pairs of output
-//!   pixels from 4 transformed input values and 4 transformed weights per row and input channel, 4 multiply-adds
-//!   where the direct kernel takes 6. The sums are rounded in a different order than the direct kernel's (agreement
+//! - Winograd F(4,3) along rows (AVX-512, a k3 conv that reads a conv's output of at most 64 channels;
+//!   [`wino_chunk`]): tiles of 4 output pixels from 6 transformed input values and 6 transformed weights per row
+//!   and input channel, 6 multiply-adds where the direct kernel takes 12. The sums are rounded in a different order than the direct kernel's (agreement
 //!   to float rounding, tested), in the same order whatever the band, tile or thread count.
 //! - Bands: input rows are cut into bands, bands into column tiles. For a tile, each layer keeps a ring of as many
 //!   rows as the next conv's kernel height, over the tile's columns plus that layer's halo (the sum of k/2 of the
@@ -83,8 +83,8 @@ pub(crate) struct ConvLayer {
     /// For the last conv of a model with the nearest residual: `[3][oc_pad]`, 1.0 where output channel `o` is of
     /// colour `c` (`o / r^2 == c`), else 0.0 (empty otherwise).
     pub res_sel: Vec<f32>,
-    /// The Winograd F(2,3) weights of a k3 conv that reads a conv's output on the AVX-512 path (empty otherwise):
-    /// `[ky][ic][4][oc_pad]`, see [`wino_weights`].
+    /// The Winograd F(4,3) weights of a k3 conv that reads a conv's output on the AVX-512 path (empty otherwise):
+    /// `[ky][ic][6][oc_pad]`, see [`wino_weights`].
     pub wino: Vec<f32>,
 }
 
@@ -132,11 +132,12 @@ impl Net {
                         *d = *s;
                     }
                     // Only a conv's output has whole vectors of channels (the input has 3 a pixel).
-                    let wino = if path == CpuPath::Avx512 && k == 3 && !convs.is_empty() {
-                        wino_weights(&w, cin, oc_pad)
-                    } else {
-                        Vec::new()
-                    };
+                    let wino =
+                        if path == CpuPath::Avx512 && k == 3 && convs.last().is_some_and(|c| c.oc_pad <= WINO_MAX_CS) {
+                            wino_weights(&w, cin, oc_pad)
+                        } else {
+                            Vec::new()
+                        };
                     convs.push(ConvLayer {
                         k,
                         cin,
@@ -177,28 +178,6 @@ impl Net {
         }
         Net { scale, residual: model.residual(), convs, macs_per_pixel: model.macs_per_pixel() }
     }
-}
-
-/// The Winograd F(2,3) transform of a k3 conv's packed weights `[ky][kx][ic][oc_pad]`: for each row `ky`, input
-/// channel and output channel, the taps `g0, g1, g2` become `g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2`
-/// (computed in f64, rounded once), laid out `[ky][ic][4][oc_pad]`. With the input transform of [`wino_chunk`]
-/// (`d0 - d2, d1 + d2, d2 - d1, d1 - d3` of four input pixels) and the output transform
-/// `y0 = m0 + m1 + m2, y1 = m1 - m2 - m3`, a pair of output pixels takes 4 multiply-adds per row and channel
-/// instead of 6.
-fn wino_weights(w: &[f32], cin: usize, oc_pad: usize) -> Vec<f32> {
-    let mut t = vec![0f32; 3 * cin * 4 * oc_pad];
-    for ky in 0..3 {
-        for ic in 0..cin {
-            for oc in 0..oc_pad {
-                let g = |kx: usize| f64::from(w[((ky * 3 + kx) * cin + ic) * oc_pad + oc]);
-                let tw = [g(0), (g(0) + g(1) + g(2)) / 2.0, (g(0) - g(1) + g(2)) / 2.0, g(2)];
-                for (i, v) in tw.iter().enumerate() {
-                    t[((ky * cin + ic) * 4 + i) * oc_pad + oc] = *v as f32;
-                }
-            }
-        }
-    }
-    t
 }
 
 fn push_act(convs: &mut [ConvLayer], act: Act) {
@@ -247,7 +226,7 @@ impl ConvArgs<'_> {
             _ => true,
         }));
         assert!(self.out.len() >= n_ceil * l.oc_pad);
-        assert!(l.wino.is_empty() || (l.k == 3 && l.wino.len() == 12 * l.cin * l.oc_pad));
+        assert!(l.wino.is_empty() || (l.k == 3 && l.wino.len() == WINO_LEN * l.cin * l.oc_pad));
         if let Some(Finish { res: Some(res), .. }) = self.finish {
             assert!(res.len() >= n_ceil * 3 && l.res_sel.len() == 3 * l.oc_pad);
         }
@@ -308,12 +287,13 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn conv_k512(a: &mut ConvArgs<'_>) {
         // SAFETY: avx512f is enabled here and the caller guarantees `a.check(16, 28)`. Winograd: `check` asserted
-        // `k == 3` and the transformed weights' length when `wino` is not empty; each `CS` is `a.cin_s`; a block
-        // is 14 pixels (7 pairs), and 14 divides 28. Direct: 32 zmm registers hold 28 accumulators, the weight
+        // `k == 3` and the transformed weights' length when `wino` is not empty, and `a.check(16, 16)` the extent
+        // of its 16-pixel blocks; each `CS` is `a.cin_s`, a multiple of 16 (a conv's output). Direct: 32 zmm registers hold 28 accumulators, the weight
         // vector, and the broadcasts fold into the FMAs; 28 is N1 and, with 16 lanes, every chunk is one vector,
         // so only N1 is used.
         unsafe {
             if !a.layer.wino.is_empty() {
+                a.check(16, 16);
                 match a.cin_s {
                     16 => return wino_chunk::<__m512, 16>(a),
                     32 => return wino_chunk::<__m512, 32>(a),
@@ -497,103 +477,141 @@ unsafe fn conv_chunk<V: Simd, const NV: usize, const NP: usize, const CS: usize>
     }
 }
 
-/// Pairs of output pixels in a Winograd block: 7 pairs of 4 products, 28 accumulators (one vector of output
-/// channels on AVX-512).
-const WINO_PAIRS: usize = 7;
 /// The widest input pixel (floats) [`wino_chunk`] takes.
 const WINO_MAX_CS: usize = 64;
+/// Transformed weights per (input channel, output channel) of a k3 conv: 3 rows of 6.
+const WINO_LEN: usize = 18;
 
-/// One block's transformed input, `[ky][pair][4][CS]`.
+/// Tiles of 4 output pixels in an F(4,3) block: 4 tiles of 6 products, 24 accumulators.
+const WINO_TILES: usize = 4;
+
+/// One F(4,3) block's transformed input, `[ky][tile][6][CS]`.
 #[repr(C, align(64))]
-struct WinoBuf([f32; 3 * WINO_PAIRS * 4 * WINO_MAX_CS]);
+struct WinoBuf([f32; 3 * WINO_TILES * 6 * WINO_MAX_CS]);
 
-/// A k3 conv row by Winograd F(2,3) along the row (see [`wino_weights`]), in blocks of [`WINO_PAIRS`] pairs of
-/// output pixels, one vector of output channels at a time. For each block, the 3 input rows' values of its pixels
-/// (`2 * WINO_PAIRS + 2` of them) are transformed once into a [`WinoBuf`], then each vector of output channels
-/// takes `3 * cin` steps of 4 weight vectors and 28 multiply-adds (the direct kernel takes `9 * cin` steps of 28
-/// multiply-adds for 28 pixels: 1.5x the work). The pairs start at the row's first pixel, whatever the band or
-/// thread count, so outputs stay bit-identical across them.
+/// The Winograd F(4,3) transform (Lavin and Gray's points 0, 1, -1, 2, -2 and infinity) of a k3 conv's packed
+/// weights `[ky][kx][ic][oc_pad]`: `g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, (g0 + 2 g1 + 4 g2) / 24,
+/// (g0 - 2 g1 + 4 g2) / 24, g2` (in f64, rounded once), laid out `[ky][ic][6][oc_pad]`.
+fn wino_weights(w: &[f32], cin: usize, oc_pad: usize) -> Vec<f32> {
+    let mut t = vec![0f32; 3 * cin * 6 * oc_pad];
+    for ky in 0..3 {
+        for ic in 0..cin {
+            for oc in 0..oc_pad {
+                let g = |kx: usize| f64::from(w[((ky * 3 + kx) * cin + ic) * oc_pad + oc]);
+                let (g0, g1, g2) = (g(0), g(1), g(2));
+                let tw = [
+                    g0 / 4.0,
+                    -(g0 + g1 + g2) / 6.0,
+                    -(g0 - g1 + g2) / 6.0,
+                    (g0 + 2.0 * g1 + 4.0 * g2) / 24.0,
+                    (g0 - 2.0 * g1 + 4.0 * g2) / 24.0,
+                    g2,
+                ];
+                for (i, v) in tw.iter().enumerate() {
+                    t[((ky * cin + ic) * 6 + i) * oc_pad + oc] = *v as f32;
+                }
+            }
+        }
+    }
+    t
+}
+
+/// A k3 conv row by Winograd F(4,3) along the row (see [`wino_weights`]), in blocks of [`WINO_TILES`] tiles of 4
+/// output pixels (16 pixels), one vector of output channels at a time. For each block, the 3 input rows' values of
+/// its pixels (18 of them) are transformed once into a [`WinoBuf`]; then each vector of output channels takes
+/// `3 * cin` steps of 6 weight vectors and 24 multiply-adds (the direct kernel takes `9 * cin` steps of 28
+/// multiply-adds for 28 pixels: twice the work per pixel), and the output transform. The tiles start at the row's
+/// first pixel, whatever the band or thread count, so outputs stay bit-identical across them.
 ///
 /// # Safety
-/// `V`'s CPU features are present; `a.check(V::W, m * 2 * WINO_PAIRS)` holds for some `m >= 1`; `a.layer.wino`
-/// is not empty (so `check` asserted `k == 3` and its length); `CS == a.cin_s`, a multiple of `V::W` of at most
-/// [`WINO_MAX_CS`].
+/// `V`'s CPU features are present; `a.check(V::W, m * 16)` holds for some `m >= 1`; `a.layer.wino` is not empty
+/// (so `check` asserted `k == 3` and its length, `18 * cin * oc_pad`); `CS == a.cin_s`, a multiple of `V::W` of at
+/// most [`WINO_MAX_CS`].
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 pub(crate) unsafe fn wino_chunk<V: Simd, const CS: usize>(a: &mut ConvArgs<'_>) {
     const { assert!(CS <= WINO_MAX_CS) };
+    const T: usize = WINO_TILES;
+    const NP: usize = 4 * T;
     let l = a.layer;
     let (cin, ocp) = (l.cin, l.oc_pad);
-    debug_assert!(CS == a.cin_s && CS.is_multiple_of(V::W) && l.k == 3 && !l.wino.is_empty());
+    debug_assert!(CS == a.cin_s && CS.is_multiple_of(V::W) && l.k == 3 && l.wino.len() == 18 * cin * ocp);
     let cin_v = cin.next_multiple_of(V::W);
-    let mut buf = WinoBuf([0.0; 3 * WINO_PAIRS * 4 * WINO_MAX_CS]);
+    let mut buf = WinoBuf([0.0; 3 * T * 6 * WINO_MAX_CS]);
     let tb = buf.0.as_mut_ptr();
-    // Step (ky, ic) broadcasts the values of channel `ic` at `(ky * WINO_PAIRS + p) * 4 + i` (pair p, product i).
     let mut src: Vec<*const f32> = Vec::with_capacity(3 * cin);
     for ky in 0..3 {
         for ic in 0..cin {
-            src.push(tb.wrapping_add(ky * WINO_PAIRS * 4 * CS + ic));
+            src.push(tb.wrapping_add(ky * T * 6 * CS + ic));
         }
     }
-    const NP: usize = 2 * WINO_PAIRS;
     // SAFETY: `V`'s CPU features are present (this function's contract), all `splat` needs.
-    let zero = unsafe { V::splat(0.0) };
+    let (zero, two, four, five, eight) =
+        unsafe { (V::splat(0.0), V::splat(2.0), V::splat(4.0), V::splat(5.0), V::splat(8.0)) };
     let mut x = 0;
     while x < a.n {
         // SAFETY: `V`'s CPU features are present. Reads: pixels `x .. x + NP + 2` of each row, `cin_v <= CS`
-        // floats of each, end within `(n_ceil + 2) * CS`, the row length `check` asserted (`x + NP <= n_ceil`,
-        // k == 3). Writes: `(ky * WINO_PAIRS + p) * 4 + i` times `CS`, plus `cin_v`, is within the buffer
-        // (ky < 3, p < WINO_PAIRS, i < 4, CS <= WINO_MAX_CS).
+        // floats of each, within `(n_ceil + 2) * CS`, the row length `check` asserted. Writes: within the buffer
+        // (ky < 3, tile < T, product < 6, `cin_v <= CS <= WINO_MAX_CS`).
         unsafe {
             for ky in 0..3 {
                 let row = a.rows[ky].as_ptr().add(x * CS);
-                for p in 0..WINO_PAIRS {
-                    let s = row.add(2 * p * CS);
-                    let d = tb.add((ky * WINO_PAIRS + p) * 4 * CS);
+                for t in 0..T {
+                    let s = row.add(4 * t * CS);
+                    let d = tb.add((ky * T + t) * 6 * CS);
                     for c in (0..cin_v).step_by(V::W) {
                         let d0 = V::load(s.add(c));
                         let d1 = V::load(s.add(CS + c));
                         let d2 = V::load(s.add(2 * CS + c));
                         let d3 = V::load(s.add(3 * CS + c));
-                        V::store(V::sub(d0, d2), d.add(c));
-                        V::store(V::add(d1, d2), d.add(CS + c));
-                        V::store(V::sub(d2, d1), d.add(2 * CS + c));
-                        V::store(V::sub(d1, d3), d.add(3 * CS + c));
+                        let d4 = V::load(s.add(4 * CS + c));
+                        let d5 = V::load(s.add(5 * CS + c));
+                        // t0 = 4 d0 - 5 d2 + d4; t1 = -4 (d1 + d2) + d3 + d4; t2 = 4 (d1 - d2) - d3 + d4;
+                        // t3 = 2 (d3 - d1) - d2 + d4; t4 = 2 (d1 - d3) - d2 + d4; t5 = 4 d1 - 5 d3 + d5.
+                        let d4m2 = V::sub(d4, d2);
+                        let d31 = V::sub(d3, d1);
+                        V::store(V::fma(four, d0, V::sub(d4, V::mul(five, d2))), d.add(c));
+                        V::store(V::sub(V::add(d3, d4), V::mul(four, V::add(d1, d2))), d.add(CS + c));
+                        V::store(V::add(V::mul(four, V::sub(d1, d2)), V::sub(d4, d3)), d.add(2 * CS + c));
+                        V::store(V::fma(two, d31, d4m2), d.add(3 * CS + c));
+                        V::store(V::sub(d4m2, V::mul(two, d31)), d.add(4 * CS + c));
+                        V::store(V::fma(four, d1, V::sub(d5, V::mul(five, d3))), d.add(5 * CS + c));
                     }
                 }
             }
         }
         for v0 in 0..ocp / V::W {
-            let mut m = [[zero; 4]; WINO_PAIRS];
-            // SAFETY: `V`'s CPU features are present; `check` asserted `b.len() == oc_pad` and `(v0 + 1) * W <=
-            // oc_pad`. The bias goes into `m1`, which both outputs add once.
-            let bv = unsafe { V::load(l.b.as_ptr().add(v0 * V::W)) };
-            for p in 0..WINO_PAIRS {
-                m[p][1] = bv;
-            }
+            let mut m = [[zero; 6]; T];
             let mut wp = l.wino.as_ptr().wrapping_add(v0 * V::W);
             // SAFETY: `V`'s CPU features are present. Inputs: within the buffer written above (`sp` is channel
-            // `ic < cin <= CS` of row `ky`'s block). Weights: `check` asserted `wino.len() == 12 * cin * oc_pad`;
-            // `wp` advances `4 * oc_pad` per step, `3 * cin` steps, reading `W` lanes at `i * oc_pad + v0 * W`.
+            // `ic < cin <= CS` of row `ky`'s block). Weights: `wino.len() == 18 * cin * oc_pad` (`check`); `wp`
+            // advances `6 * oc_pad` per step, `3 * cin` steps, reading `W` lanes at `i * oc_pad + v0 * W`.
             unsafe {
                 for &sp in &src {
-                    for i in 0..4 {
+                    for i in 0..6 {
                         let wv = V::load(wp.add(i * ocp));
-                        for p in 0..WINO_PAIRS {
-                            m[p][i] = V::fma(wv, V::splat(*sp.add((p * 4 + i) * CS)), m[p][i]);
+                        for t in 0..T {
+                            m[t][i] = V::fma(wv, V::splat(*sp.add((t * 6 + i) * CS)), m[t][i]);
                         }
                     }
-                    wp = wp.add(4 * ocp);
+                    wp = wp.add(6 * ocp);
                 }
             }
+            // SAFETY: `V`'s CPU features are present; `check` asserted `b.len() == oc_pad` and `(v0 + 1) * W <=
+            // oc_pad`.
+            let bv = unsafe { V::load(l.b.as_ptr().add(v0 * V::W)) };
             let mut acc = [[zero; 1]; NP];
-            for p in 0..WINO_PAIRS {
+            for t in 0..T {
+                // y0 = m0 + m1 + m2 + m3 + m4; y1 = (m1 - m2) + 2 (m3 - m4); y2 = (m1 + m2) + 4 (m3 + m4);
+                // y3 = (m1 - m2) + 8 (m3 - m4) + m5; then the bias.
                 // SAFETY: `V`'s CPU features are present, all these need.
                 unsafe {
-                    let s = V::add(m[p][1], m[p][2]);
-                    let d = V::sub(m[p][1], m[p][2]);
-                    acc[2 * p][0] = V::add(m[p][0], s);
-                    acc[2 * p + 1][0] = V::sub(d, m[p][3]);
+                    let [m0, m1, m2, m3, m4, m5] = m[t];
+                    let (s12, d12, s34, d34) = (V::add(m1, m2), V::sub(m1, m2), V::add(m3, m4), V::sub(m3, m4));
+                    acc[4 * t][0] = V::add(V::add(V::add(m0, s12), s34), bv);
+                    acc[4 * t + 1][0] = V::add(V::fma(two, d34, d12), bv);
+                    acc[4 * t + 2][0] = V::add(V::fma(four, s34, s12), bv);
+                    acc[4 * t + 3][0] = V::add(V::add(V::fma(eight, d34, d12), m5), bv);
                 }
             }
             // SAFETY: `V`'s CPU features are present; pixels `x .. x + NP` are below `n_ceil` (`check`, with `NP`
@@ -1094,26 +1112,41 @@ mod tests {
             .collect()
     }
 
-    /// The F(2,3) identity, in f64 with the f32 transformed weights: `y0 = m0 + m1 + m2` and `y1 = m1 - m2 - m3`
-    /// equal the direct 3-tap sums `d0 g0 + d1 g1 + d2 g2` and `d1 g0 + d2 g1 + d3 g2` (to the rounding of the
-    /// weights' transform to f32).
+    /// The F(4,3) identity, in f64 with the f32 transformed weights: the input transform `B^T d` of 6 pixels, the
+    /// products with the weights' transform and the output transform `A^T m` equal the direct 3-tap sums of the 4
+    /// outputs (to the rounding of the weights' transform to f32).
     #[test]
     fn wino_weights_reproduce_the_direct_taps() {
         let (cin, ocp) = (5, 16);
         let w = values(1, 9 * cin * ocp);
         let t = wino_weights(&w, cin, ocp);
-        let d = values(2, 4);
-        let d: Vec<f64> = d.iter().map(|&v| f64::from(v)).collect();
-        let tr = [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]];
-        for ky in 0..3 {
-            for ic in 0..cin {
-                for oc in 0..ocp {
-                    let g = |kx: usize| f64::from(w[((ky * 3 + kx) * cin + ic) * ocp + oc]);
-                    let m: Vec<f64> =
-                        (0..4).map(|i| tr[i] * f64::from(t[((ky * cin + ic) * 4 + i) * ocp + oc])).collect();
-                    let (y0, y1) = (m[0] + m[1] + m[2], m[1] - m[2] - m[3]);
-                    let (e0, e1) = (d[0] * g(0) + d[1] * g(1) + d[2] * g(2), d[1] * g(0) + d[2] * g(1) + d[3] * g(2));
-                    assert!((y0 - e0).abs() < 1e-6 && (y1 - e1).abs() < 1e-6, "{y0} {e0} {y1} {e1}");
+        for seed in 2..6 {
+            let d: Vec<f64> = values(seed, 6).iter().map(|&v| f64::from(v)).collect();
+            let tr = [
+                4.0 * d[0] - 5.0 * d[2] + d[4],
+                -4.0 * d[1] - 4.0 * d[2] + d[3] + d[4],
+                4.0 * d[1] - 4.0 * d[2] - d[3] + d[4],
+                -2.0 * d[1] - d[2] + 2.0 * d[3] + d[4],
+                2.0 * d[1] - d[2] - 2.0 * d[3] + d[4],
+                4.0 * d[1] - 5.0 * d[3] + d[5],
+            ];
+            for ky in 0..3 {
+                for ic in 0..cin {
+                    for oc in 0..ocp {
+                        let g = |kx: usize| f64::from(w[((ky * 3 + kx) * cin + ic) * ocp + oc]);
+                        let m: Vec<f64> =
+                            (0..6).map(|i| tr[i] * f64::from(t[((ky * cin + ic) * 6 + i) * ocp + oc])).collect();
+                        let y = [
+                            m[0] + m[1] + m[2] + m[3] + m[4],
+                            m[1] - m[2] + 2.0 * m[3] - 2.0 * m[4],
+                            m[1] + m[2] + 4.0 * m[3] + 4.0 * m[4],
+                            m[1] - m[2] + 8.0 * m[3] - 8.0 * m[4] + m[5],
+                        ];
+                        for (j, yj) in y.iter().enumerate() {
+                            let e = d[j] * g(0) + d[j + 1] * g(1) + d[j + 2] * g(2);
+                            assert!((yj - e).abs() < 1e-6, "output {j}: {yj} vs {e}");
+                        }
+                    }
                 }
             }
         }
@@ -1141,7 +1174,7 @@ mod tests {
     }
 
     /// The AVX-512 Winograd row kernel agrees with the portable direct kernel to float rounding, for every input
-    /// width it takes (16 to 64 floats a pixel), row lengths around its 14-pixel block, several output vectors,
+    /// width it takes (16 to 64 floats a pixel), row lengths around its 16-pixel block, several output vectors,
     /// each activation and the last conv's finish (residual and quantisation).
     #[test]
     fn avx512_winograd_rows_match_the_direct_kernel() {
@@ -1153,7 +1186,7 @@ mod tests {
         }
         let mut cases = 0;
         for (cs, cin, cout) in [(16usize, 9usize, 12usize), (32, 32, 16), (48, 40, 20), (64, 64, 33)] {
-            for n in [1usize, 2, 13, 14, 15, 28, 29, 57] {
+            for n in [1usize, 2, 13, 14, 15, 16, 17, 28, 57] {
                 for (acts, last) in
                     [(vec![Act::Tanh], false), (vec![Act::Relu, Act::Leaky(0.1)], false), (vec![], true)]
                 {
@@ -1243,6 +1276,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(cases, 4 * 8 * 3);
+        assert_eq!(cases, 4 * 9 * 3);
     }
 }
