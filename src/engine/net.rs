@@ -483,9 +483,11 @@ const WINO_MAX_CS: usize = 64;
 const WINO_LEN: usize = 18;
 
 /// Tiles of 4 output pixels in an F(4,3) block: 4 tiles of 6 products, 24 accumulators.
+#[cfg(target_arch = "x86_64")]
 const WINO_TILES: usize = 4;
 
 /// One F(4,3) block's transformed input, `[ky][tile][6][CS]`.
+#[cfg(target_arch = "x86_64")]
 #[repr(C, align(64))]
 struct WinoBuf([f32; 3 * WINO_TILES * 6 * WINO_MAX_CS]);
 
@@ -527,6 +529,7 @@ fn wino_weights(w: &[f32], cin: usize, oc_pad: usize) -> Vec<f32> {
 /// `V`'s CPU features are present; `a.check(V::W, m * 16)` holds for some `m >= 1`; `a.layer.wino` is not empty
 /// (so `check` asserted `k == 3` and its length, `18 * cin * oc_pad`); `CS == a.cin_s`, a multiple of `V::W` of at
 /// most [`WINO_MAX_CS`].
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 pub(crate) unsafe fn wino_chunk<V: Simd, const CS: usize>(a: &mut ConvArgs<'_>) {
@@ -1094,7 +1097,6 @@ struct Tile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::test_report;
     use crate::model::Conv2d;
     use ndarray::{Array1, Array4};
 
@@ -1176,10 +1178,11 @@ mod tests {
     /// The AVX-512 Winograd row kernel agrees with the portable direct kernel to float rounding, for every input
     /// width it takes (16 to 64 floats a pixel), row lengths around its 16-pixel block, several output vectors,
     /// each activation and the last conv's finish (residual and quantisation).
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_winograd_rows_match_the_direct_kernel() {
         if !CpuPath::Avx512.is_supported() {
-            test_report(
+            crate::engine::test_report(
                 "SKIP path avx512 in net::avx512_winograd_rows_match_the_direct_kernel: not supported by this CPU",
             );
             return;
