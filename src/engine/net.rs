@@ -16,8 +16,9 @@
 //!   leaky_relu, prelu) are applied to the accumulators before the store.
 //! - Winograd F(4,3) along rows (AVX-512, a k3 conv that reads a conv's output of at most 64 channels;
 //!   [`wino_chunk`]): tiles of 4 output pixels from 6 transformed input values and 6 transformed weights per row
-//!   and input channel, 6 multiply-adds where the direct kernel takes 12. The sums are rounded in a different order than the direct kernel's (agreement
-//!   to float rounding, tested), in the same order whatever the band, tile or thread count.
+//!   and input channel, 6 multiply-adds where the direct kernel takes 12. The sums are rounded in a different
+//!   order than the direct kernel's (agreement to float rounding, tested), in the same order whatever the band,
+//!   tile or thread count.
 //! - Bands: input rows are cut into bands, bands into column tiles. For a tile, each layer keeps a ring of as many
 //!   rows as the next conv's kernel height, over the tile's columns plus that layer's halo (the sum of k/2 of the
 //!   later convs). Final rows are pulled one at a time; a layer computes a row when the next one needs it, so the
@@ -288,9 +289,9 @@ mod x86 {
     unsafe fn conv_k512(a: &mut ConvArgs<'_>) {
         // SAFETY: avx512f is enabled here and the caller guarantees `a.check(16, 28)`. Winograd: `check` asserted
         // `k == 3` and the transformed weights' length when `wino` is not empty, and `a.check(16, 16)` the extent
-        // of its 16-pixel blocks; each `CS` is `a.cin_s`, a multiple of 16 (a conv's output). Direct: 32 zmm registers hold 28 accumulators, the weight
-        // vector, and the broadcasts fold into the FMAs; 28 is N1 and, with 16 lanes, every chunk is one vector,
-        // so only N1 is used.
+        // of its 16-pixel blocks; each arm's `CS` is `a.cin_s`, a multiple of 16 of at most 64. Direct: 32 zmm
+        // registers hold 28 accumulators and the weight vector, and the broadcasts fold into the FMAs; 28 is N1
+        // and, with 16 lanes, every chunk is one vector, so only N1 is used.
         unsafe {
             if !a.layer.wino.is_empty() {
                 a.check(16, 16);
