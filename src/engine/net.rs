@@ -496,7 +496,7 @@ struct WinoBuf([f32; 3 * WINO_TILES * 6 * WINO_MAX_CS]);
 /// weights `[ky][kx][ic][oc_pad]`: `g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, (g0 + 2 g1 + 4 g2) / 24,
 /// (g0 - 2 g1 + 4 g2) / 24, g2` (in f64, rounded once), laid out `[ky][ic][6][oc_pad]`.
 fn wino_weights(w: &[f32], cin: usize, oc_pad: usize) -> Vec<f32> {
-    let mut t = vec![0f32; 3 * cin * 6 * oc_pad];
+    let mut t = vec![0f32; WINO_LEN * cin * oc_pad];
     for ky in 0..3 {
         for ic in 0..cin {
             for oc in 0..oc_pad {
@@ -539,7 +539,7 @@ pub(crate) unsafe fn wino_chunk<V: Simd, const CS: usize>(a: &mut ConvArgs<'_>) 
     const NP: usize = 4 * T;
     let l = a.layer;
     let (cin, ocp) = (l.cin, l.oc_pad);
-    debug_assert!(CS == a.cin_s && CS.is_multiple_of(V::W) && l.k == 3 && l.wino.len() == 18 * cin * ocp);
+    debug_assert!(CS == a.cin_s && CS.is_multiple_of(V::W) && l.k == 3 && l.wino.len() == WINO_LEN * cin * ocp);
     let cin_v = cin.next_multiple_of(V::W);
     let mut buf = WinoBuf([0.0; 3 * T * 6 * WINO_MAX_CS]);
     let tb = buf.0.as_mut_ptr();
